@@ -1,0 +1,62 @@
+# kubepd — the two commands a new user needs are `make demo` and `make test`.
+SHELL := bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo serve test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## demo: embedded kubepd + a simulated TiKV fleet being scheduled, with a live view
+demo: setup
+	$(BIN)/kubepd demo
+
+## serve: a single-node PD with the embedded store on 127.0.0.1:2379 (status :2381)
+serve: setup
+	$(BIN)/kubepd serve --name pd --data-dir data/pd --log-format text
+
+## test: every check and every test (installs what it needs, including kube-apiserver)
+test: setup
+	bash scripts/test-all
+
+check: lint typecheck layers
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+layers: setup
+	$(BIN)/lint-imports
+
+proto: setup
+	bash scripts/gen-proto
+
+policies: setup
+	bash policies/build.sh
+
+kube-tools:
+	bash scripts/kube-tools
+
+kube-up: setup kube-tools
+	$(BIN)/python -m tests.support.kubecluster up --dir .kube-local
+	@echo "KUBECONFIG=$(CURDIR)/.kube-local/kubeconfig"
+
+kube-down: setup
+	$(BIN)/python -m tests.support.kubecluster down --dir .kube-local
+
+bench: setup
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache policies/build

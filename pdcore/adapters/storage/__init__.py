@@ -1,0 +1,1 @@
+"""Storage back-ends for the MetaStore and RegionStorage ports."""

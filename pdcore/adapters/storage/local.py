@@ -1,0 +1,203 @@
+"""LocalStore: the embedded MetaStore and RegionStorage, one SQLite file under --data-dir.
+
+WAL journal with synchronous=FULL: a mark (ID high-water, TSO window) is on disk before
+any id or timestamp below it is handed out, and a crash leaves either the old or the
+new value, never a torn one. Calls run in a worker thread so the event loop never
+waits on fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pdcore.adapters.storage import serde
+from pdcore.domain.cluster import ClusterMeta
+from pdcore.domain.config import ClusterConfig
+from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
+from pdcore.domain.gc import GcState
+from pdcore.domain.region import Region
+from pdcore.domain.store import Store
+from pdcore.ports import PersistedState
+
+T = TypeVar("T")
+FILE_NAME = "kubepd.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stores (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS regions (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS global_config (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+class LocalStore:
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / FILE_NAME
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, key: str) -> Any:
+        row = db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, key: str, value: Any) -> None:
+        db.execute(
+            "INSERT INTO kv(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    async def load(self) -> PersistedState:
+        def read(db: sqlite3.Connection) -> PersistedState:
+            st = PersistedState()
+            st.cluster_id = int(self._get(db, "cluster_id") or 0)
+            meta = self._get(db, "meta")
+            st.meta = serde.meta_from_json(meta) if meta else None
+            st.id_mark = int(self._get(db, "id_mark") or 0)
+            st.tso_window = int(self._get(db, "tso_window") or 0)
+            gc = self._get(db, "gc")
+            st.gc = serde.gc_from_json(gc) if gc else GcState()
+            cfg = self._get(db, "config")
+            st.config = serde.config_from_json(cfg) if cfg else None
+            for (body,) in db.execute("SELECT body FROM stores"):
+                s = serde.store_from_json(json.loads(body))
+                st.stores[s.id] = s
+            for name, value in db.execute("SELECT name, value FROM global_config"):
+                st.global_config[name] = bytes(value)
+            return st
+
+        return await self._run(read)
+
+    async def init_cluster_id(self, candidate: int) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                current = self._get(db, "cluster_id")
+                if current:
+                    return int(current)
+                self._put(db, "cluster_id", candidate)
+                return candidate
+
+        return await self._run(write)
+
+    async def bootstrap(self, meta: ClusterMeta, store: Store, region: Region) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                if self._get(db, "meta") is not None:
+                    raise AlreadyBootstrapped()
+                self._put(db, "meta", serde.meta_to_json(meta))
+                db.execute(
+                    "INSERT OR REPLACE INTO stores(id, body) VALUES(?, ?)",
+                    (store.id, json.dumps(serde.store_to_json(store))),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO regions(id, body) VALUES(?, ?)",
+                    (region.id, json.dumps(serde.region_to_json(region))),
+                )
+
+        await self._run(write)
+
+    async def save_store(self, store: Store) -> None:
+        body = json.dumps(serde.store_to_json(store))
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT OR REPLACE INTO stores(id, body) VALUES(?, ?)", (store.id, body))
+
+        await self._run(write)
+
+    async def _cas(self, key: str, expected: int, new: int) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                current = int(self._get(db, key) or 0)
+                if current != expected:
+                    raise CasConflict(f"{key} is {current}, expected {expected}")
+                self._put(db, key, new)
+
+        await self._run(write)
+
+    async def cas_id_mark(self, expected: int, new: int) -> None:
+        await self._cas("id_mark", expected, new)
+
+    async def cas_tso_window(self, expected: int, new: int) -> None:
+        await self._cas("tso_window", expected, new)
+
+    async def _save(self, key: str, value: Any) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                self._put(db, key, value)
+
+        await self._run(write)
+
+    async def save_gc(self, gc: GcState) -> None:
+        await self._save("gc", serde.gc_to_json(gc))
+
+    async def save_meta(self, meta: ClusterMeta) -> None:
+        await self._save("meta", serde.meta_to_json(meta))
+
+    async def save_config(self, config: ClusterConfig) -> None:
+        await self._save("config", serde.config_to_json(config))
+
+    async def save_global_config(self, items: dict[str, bytes | None]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                for name, value in items.items():
+                    if value is None:
+                        db.execute("DELETE FROM global_config WHERE name=?", (name,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO global_config(name, value) VALUES(?, ?)",
+                            (name, value),
+                        )
+
+        await self._run(write)
+
+    async def load_regions(self) -> list[Region]:
+        def read(db: sqlite3.Connection) -> list[Region]:
+            return [
+                serde.region_from_json(json.loads(body))
+                for (body,) in db.execute("SELECT body FROM regions")
+            ]
+
+        return await self._run(read)
+
+    async def save_regions(self, changed: Sequence[Region], deleted: Iterable[int]) -> None:
+        rows = [(r.id, json.dumps(serde.region_to_json(r))) for r in changed]
+        gone = [(rid,) for rid in deleted]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM regions WHERE id=?", gone)
+                db.executemany("INSERT OR REPLACE INTO regions(id, body) VALUES(?, ?)", rows)
+
+        await self._run(write)
+
+    async def close(self) -> None:
+        def close(db: sqlite3.Connection) -> None:
+            db.close()
+
+        await self._run(close)

@@ -1,0 +1,1 @@
+"""Wasm scheduling policy ABI: pure encoders and decoders."""

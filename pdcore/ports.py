@@ -1,0 +1,98 @@
+"""The narrow interfaces (ports) the core and the PD service need from the outside.
+
+Every port has an in-memory fake (`pdcore.adapters.storage.memory`, fake clocks in
+tests) so the core is tested without sockets, files or Kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pdcore.domain.cluster import ClusterMeta
+from pdcore.domain.commands import RegionCommand
+from pdcore.domain.config import ClusterConfig
+from pdcore.domain.gc import GcState
+from pdcore.domain.region import Region
+from pdcore.domain.store import Store
+
+
+class Clock(Protocol):
+    def now_s(self) -> float:
+        """Wall-clock seconds since the epoch."""
+        ...
+
+    def monotonic_s(self) -> float:
+        """Seconds from an arbitrary start; never goes back."""
+        ...
+
+
+@dataclass(slots=True)
+class PersistedState:
+    """Everything durable about a cluster, as loaded at start."""
+
+    cluster_id: int = 0
+    meta: ClusterMeta | None = None  # None until bootstrap
+    stores: dict[int, Store] = field(default_factory=dict)
+    id_mark: int = 0
+    tso_window: int = 0
+    gc: GcState = field(default_factory=GcState)
+    config: ClusterConfig | None = None
+    global_config: dict[str, bytes] = field(default_factory=dict)
+
+
+class MetaStore(Protocol):
+    """Durable cluster metadata. Marks are updated by compare-and-swap: a write whose
+    `expected` value is not the stored one raises `CasConflict` and changes nothing."""
+
+    async def load(self) -> PersistedState: ...
+
+    async def init_cluster_id(self, candidate: int) -> int:
+        """Store `candidate` unless an id exists; return the id in force."""
+        ...
+
+    async def bootstrap(self, meta: ClusterMeta, store: Store, region: Region) -> None:
+        """Atomically record cluster meta, first store and first region; raises
+        AlreadyBootstrapped if the cluster exists."""
+        ...
+
+    async def save_store(self, store: Store) -> None: ...
+
+    async def cas_id_mark(self, expected: int, new: int) -> None: ...
+
+    async def cas_tso_window(self, expected: int, new: int) -> None: ...
+
+    async def save_gc(self, gc: GcState) -> None: ...
+
+    async def save_meta(self, meta: ClusterMeta) -> None: ...
+
+    async def save_config(self, config: ClusterConfig) -> None: ...
+
+    async def save_global_config(self, items: dict[str, bytes | None]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RegionStorage(Protocol):
+    """Where regions are kept across restarts (a local file; never the API server)."""
+
+    async def load_regions(self) -> list[Region]: ...
+
+    async def save_regions(self, changed: Sequence[Region], deleted: Iterable[int]) -> None: ...
+
+
+class RegionSource(Protocol):
+    """The region view scheduling reads (authoritative on the leader, synced elsewhere)."""
+
+    def get_region(self, region_id: int) -> Region | None: ...
+
+    def regions(self) -> Iterable[Region]: ...
+
+
+class StepSink(Protocol):
+    """Delivers a command to the heartbeat stream of the store holding the region's
+    leader: directly in embedded mode, through that store's sidecar on Kubernetes.
+    Returns False when no stream for that store is connected."""
+
+    def send(self, store_id: int, command: RegionCommand) -> bool: ...

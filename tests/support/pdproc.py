@@ -1,0 +1,108 @@
+"""Run `kubepd serve` as a real process for tests: free loopback ports, wait for
+/health, always reaped (SIGKILL on teardown if SIGTERM is not enough)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PdProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str = "pd-test",
+        port: int | None = None,
+        status_port: int | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.name = name
+        self.port = port or free_port()
+        self.status_port = status_port or free_port()
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{name}-{self.port}.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def status(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    def start(self, timeout: float = 20.0) -> PdProcess:
+        url = f"http://{self.address}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pdcore.cli.main",
+            "serve",
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--status-addr",
+            f"127.0.0.1:{self.status_port}",
+            *self.extra,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kubepd exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.status + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"kubepd did not become healthy:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def stub(self) -> pdpb_pb2_grpc.PDStub:
+        return pdpb_pb2_grpc.PDStub(self.channel())
+
+    def cluster_id(self) -> int:
+        resp = self.stub().GetMembers(pdpb_pb2.GetMembersRequest(), timeout=5)
+        return int(resp.header.cluster_id)
