@@ -54,7 +54,7 @@ class Member:
 class SchedulingHook(Protocol):
     """What the node needs from the scheduling service (pdcore.service.scheduling)."""
 
-    def on_region_heartbeat(self, region: Region) -> None: ...
+    def on_region_heartbeat(self, region: Region, origin: Region | None) -> None: ...
 
 
 class UnknownStoreStream(PdError):
@@ -410,7 +410,7 @@ class PdNode:
             self.stats.region_heartbeats_unchanged += 1
             self.tree.put_unchecked_stats(region)
             if self.scheduling is not None:
-                self.scheduling.on_region_heartbeat(region)
+                self.scheduling.on_region_heartbeat(region, origin)
             return
         problem = validate_region_shape(region)
         if problem:
@@ -434,7 +434,7 @@ class PdNode:
         self._dirty.deleted.discard(region.id)
         self._dirty.changed[region.id] = region
         if self.scheduling is not None:
-            self.scheduling.on_region_heartbeat(region)
+            self.scheduling.on_region_heartbeat(region, origin)
 
     async def _region_flusher(self) -> None:
         while True:

@@ -1,0 +1,68 @@
+"""What every scheduler gets and returns."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pdcore.domain.region import Region
+from pdcore.domain.store import Store
+from pdcore.scheduling.cluster import ClusterView
+from pdcore.scheduling.controller import OperatorController
+from pdcore.scheduling.diagnostics import Diagnosis
+from pdcore.scheduling.operator import Operator, OpKind, StoreInfluence
+
+SAMPLE_TRIES = 64
+
+
+@dataclass
+class HotStat:
+    write_bytes: float = 0.0  # bytes/s
+    read_bytes: float = 0.0
+    write_keys: float = 0.0
+    read_keys: float = 0.0
+
+
+@dataclass
+class SchedContext:
+    view: ClusterView
+    controller: OperatorController
+    now: float
+    rng: random.Random
+    new_id: Callable[[], int | None]
+    hot: dict[int, HotStat] = field(default_factory=dict)
+    evicted: set[int] = field(default_factory=set)
+
+    def stores(self) -> list[Store]:
+        return [s for s in self.view.stores() if not s.is_tombstone]
+
+    def influence(self) -> dict[int, StoreInfluence]:
+        return self.controller.influence()
+
+    def free(self, region: Region) -> bool:
+        return region.id not in self.controller.running
+
+    def sample_regions(self, pred: Callable[[Region], bool], n: int) -> list[Region]:
+        """Up to `n` distinct random regions satisfying `pred` (sampling, not a scan)."""
+        out: dict[int, Region] = {}
+        tree = self.view.tree
+        for _ in range(SAMPLE_TRIES * max(1, n)):
+            r = tree.random_region(self.rng)
+            if r is None:
+                break
+            if r.id not in out and pred(r):
+                out[r.id] = r
+                if len(out) >= n:
+                    break
+        return list(out.values())
+
+
+class Scheduler(Protocol):
+    name: str
+    kind: OpKind
+
+    def schedule(self, ctx: SchedContext, diag: Diagnosis) -> list[Operator]: ...
+
+    def config(self) -> dict[str, Any]: ...

@@ -1,0 +1,172 @@
+"""SchedulingService: runs the pure Coordinator against the PD node and delivers its
+commands through the StepSink.
+
+Time is the scheduling clock (which runs faster than wall time in the simulator). Peer
+ids for new replicas come from a pool the service refills through the node's durable
+ID allocator, so the pure core never waits on storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pdcore.domain.config import ClusterConfig
+from pdcore.domain.region import Region
+from pdcore.ports import Clock, StepSink
+from pdcore.scheduling.cluster import ClusterView
+from pdcore.scheduling.controller import Send
+from pdcore.scheduling.coordinator import Coordinator
+from pdcore.scheduling.operator import Operator, OpStatus
+
+log = logging.getLogger("kubepd.scheduling")
+
+TICK_WALL_S = 0.05
+ID_POOL_LOW = 64
+ID_POOL_BATCH = 512
+BURY_EVERY_S = 10.0
+
+_WIRE_STATUS = {  # pdpb.OperatorStatus
+    OpStatus.SUCCESS: 0,
+    OpStatus.TIMEOUT: 1,
+    OpStatus.CANCELED: 2,
+    OpStatus.REPLACED: 3,
+    OpStatus.CREATED: 4,
+    OpStatus.STARTED: 4,
+    OpStatus.EXPIRED: 2,
+}
+
+
+class NodeView(ClusterView, Protocol):
+    async def alloc_id(self, count: int = 1) -> int: ...
+
+    async def bury_empty_offline_stores(self) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorInfo:
+    desc: str
+    kind: str
+    status: int
+
+
+class SchedulingService:
+    def __init__(
+        self,
+        view: NodeView,
+        sink: StepSink,
+        clock: Clock,
+        config: ClusterConfig,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.view = view
+        self.sink = sink
+        self.clock = clock
+        self.ids: deque[int] = deque()
+        self.coordinator = Coordinator(
+            view, self._take_id, rng=rng or random.Random(), started_at=clock.monotonic_s()
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._refilling = False
+        self._last_bury = 0.0
+        self.sent = 0
+        self.undelivered = 0
+
+    def _take_id(self) -> int | None:
+        if len(self.ids) < ID_POOL_LOW:
+            self._refill()
+        return self.ids.popleft() if self.ids else None
+
+    def _refill(self) -> None:
+        if self._refilling:
+            return
+        self._refilling = True
+
+        async def refill() -> None:
+            try:
+                last = await self.view.alloc_id(ID_POOL_BATCH)
+                self.ids.extend(range(last - ID_POOL_BATCH + 1, last + 1))
+            except Exception:
+                log.warning("could not reserve peer ids", exc_info=True)
+            finally:
+                self._refilling = False
+
+        try:
+            asyncio.get_running_loop().create_task(refill())
+        except RuntimeError:
+            self._refilling = False
+
+    def now(self) -> float:
+        return self.clock.monotonic_s()
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._refill()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduling")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_WALL_S)
+            now = self.now()
+            try:
+                self._deliver(self.coordinator.tick(now))
+                if now - self._last_bury >= BURY_EVERY_S:
+                    self._last_bury = now
+                    for sid in await self.view.bury_empty_offline_stores():
+                        log.info("store buried", extra={"store": sid})
+            except Exception:
+                log.exception("scheduling tick failed")
+
+    def _deliver(self, sends: list[Send]) -> None:
+        for store_id, cmd in sends:
+            if self.sink.send(store_id, cmd):
+                self.sent += 1
+            else:
+                self.undelivered += 1
+
+    # -- called by the node on every accepted heartbeat ----------------------------
+    def on_region_heartbeat(self, region: Region, origin: Region | None) -> None:
+        self._deliver(self.coordinator.on_region_heartbeat(region, origin, self.now()))
+
+    # -- API pass-throughs -----------------------------------------------------------
+    def get_operator(self, region_id: int) -> OperatorInfo | None:
+        op = self.coordinator.controller.get(region_id)
+        if op is None:
+            return None
+        return OperatorInfo(op.desc, op.kind.label(), _WIRE_STATUS[op.status])
+
+    def scatter_regions(self, region_ids: list[int], group: str) -> tuple[int, list[int]]:
+        done, failed, sends = self.coordinator.scatter_regions(region_ids, group, self.now())
+        self._deliver(sends)
+        return done, failed
+
+    def split_regions(self, keys: list[bytes]) -> tuple[int, list[int]]:
+        pct, ids, sends = self.coordinator.split_regions(keys, self.now())
+        self._deliver(sends)
+        return pct, ids
+
+    def add_operator(
+        self, kind: str, region_id: int, args: dict[str, Any]
+    ) -> tuple[Operator | None, str]:
+        op, problem, sends = self.coordinator.add_admin_operator(kind, region_id, args, self.now())
+        self._deliver(sends)
+        return op, problem
+
+    def operators(self) -> list[dict[str, object]]:
+        return [op.summary() for op in self.coordinator.controller.running.values()]
+
+    def history(self, limit: int = 100) -> list[dict[str, object]]:
+        return [op.summary() for op in list(self.coordinator.controller.history)[-limit:]]
