@@ -52,10 +52,15 @@ class SimRegion:
         from pdcore.domain.region import FlowStats
 
         return Region(
-            id=self.id, start_key=self.start, end_key=self.end, epoch=self.epoch(),
-            peers=tuple(self.peers), leader=self.leader,
+            id=self.id,
+            start_key=self.start,
+            end_key=self.end,
+            epoch=self.epoch(),
+            peers=tuple(self.peers),
+            leader=self.leader,
             pending_peers=tuple(p for p in self.peers if p.id in self.pending),
-            approximate_size=self.size_mib, approximate_keys=self.keys,
+            approximate_size=self.size_mib,
+            approximate_keys=self.keys,
             flow=FlowStats(
                 bytes_written=int(self.write_rate * interval_s),
                 bytes_read=int(self.read_rate * interval_s),

@@ -12,7 +12,7 @@ from pdcore.domain.commands import RegionCommand
 from pdcore.domain.config import ScheduleConfig
 from pdcore.domain.region import Region
 from pdcore.scheduling.cluster import ClusterView
-from pdcore.scheduling.limits import LimitType, StoreLimits, step_cost
+from pdcore.scheduling.limits import UNLIMITED, LimitType, StoreLimits, TokenBucket, step_cost
 from pdcore.scheduling.operator import (
     CREATED_EXPIRE_S,
     Operator,
@@ -140,15 +140,17 @@ class OperatorController:
                     (LimitType.ADD_PEER, inf.add_peer),
                     (LimitType.REMOVE_PEER, inf.remove_peer),
                 ):
-                    if n and not self._bucket(store, kind).available(cost * n, now):
+                    if n and not self._bucket(store, kind, now).available(cost * n, now):
                         return f"store {store} {kind.value} limit exceeded"
         return None
 
-    def _bucket(self, store: int, kind: LimitType):  # type: ignore[no-untyped-def]
+    def _bucket(self, store: int, kind: LimitType, now: float) -> TokenBucket:
         s = self.view.get_store(store)
-        if s is not None and s.is_offline and kind == LimitType.REMOVE_PEER:
-            from pdcore.scheduling.limits import UNLIMITED, TokenBucket
-
+        leaving = s is not None and (
+            s.is_offline or s.is_down(now, self.view.config.schedule.max_store_down_time_s)
+        )
+        if leaving and kind == LimitType.REMOVE_PEER:
+            # Nothing to protect on a store that is draining or dead.
             return TokenBucket(UNLIMITED)
         return self.limits.bucket(store, kind)
 
@@ -165,9 +167,11 @@ class OperatorController:
             cost = step_cost(op.region_size)
             for store, inf in op.influence.items():
                 if inf.add_peer:
-                    self._bucket(store, LimitType.ADD_PEER).take(cost * inf.add_peer, now)
+                    self._bucket(store, LimitType.ADD_PEER, now).take(cost * inf.add_peer, now)
                 if inf.remove_peer:
-                    self._bucket(store, LimitType.REMOVE_PEER).take(cost * inf.remove_peer, now)
+                    self._bucket(store, LimitType.REMOVE_PEER, now).take(
+                        cost * inf.remove_peer, now
+                    )
         op.id = next(self._ids)
         op.created_at = now
         op.step_started_at = now

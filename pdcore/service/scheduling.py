@@ -101,7 +101,8 @@ class SchedulingService:
             self._refilling = False
 
     def now(self) -> float:
-        return self.clock.monotonic_s()
+        # Wall time of the scheduling clock: store heartbeat ages are measured in it.
+        return self.clock.now_s()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:

@@ -1,0 +1,403 @@
+"""The scenario cases, in the spirit of PD's simulator cases: a topology, events, a
+success predicate judged on the simulated cluster's ground truth, and a time bound."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pdsim.fleet import Fleet
+from pdsim.runner import Case, distribution
+
+Check = tuple[bool, str]
+
+
+def uniform(counts: dict[int, int], tolerance: float = 0.05) -> Check:
+    if not counts:
+        return False, "no stores"
+    mean = sum(counts.values()) / len(counts)
+    lo, hi = int((1 - tolerance) * mean), int((1 + tolerance) * mean + 0.999)
+    bad = {s: n for s, n in counts.items() if not lo <= n <= hi}
+    return (not bad), f"mean {mean:.0f}, allowed {lo}..{hi}, off: {bad or 'none'}"
+
+
+def replicated(fleet: Fleet, replicas: int = 3) -> Check:
+    short = [
+        r.id
+        for r in fleet.regions.values()
+        if sum(
+            1
+            for p in r.peers
+            if p.role == 0 and fleet.stores[p.store_id].up and not fleet.stores[p.store_id].removed
+        )
+        != replicas
+        or len(r.peers) != replicas
+    ]
+    return (not short), f"{len(short)} regions without exactly {replicas} live voters"
+
+
+def both(*checks: Check) -> Check:
+    return all(c[0] for c in checks), "; ".join(c[1] for c in checks)
+
+
+def round_robin(
+    n: int, stores: int, replicas: int = 3, leader_offset: int = 0
+) -> list[tuple[int, list[int]]]:
+    out = []
+    for i in range(n):
+        peers = [(i + j) % stores for j in range(replicas)]
+        out.append((peers[leader_offset % replicas], peers))
+    return out
+
+
+def zones(n: int, per_zone: int = 1) -> list[dict[str, str]]:
+    return [{"zone": f"z{i // per_zone + 1}", "host": f"h{i + 1}"} for i in range(n)]
+
+
+def live(fleet: Fleet) -> dict[str, dict[int, int]]:
+    d = distribution(fleet)
+    ups = {sid for sid, s in fleet.stores.items() if s.up and not s.removed}
+    return {k: {s: n for s, n in v.items() if s in ups} for k, v in d.items()}
+
+
+# -- the cases ------------------------------------------------------------------------------------
+def balance_leader() -> Case:
+    n, s = 400, 4
+    layout = [(s - 1, [s - 1, i % (s - 1), (i + 1) % (s - 1)]) for i in range(n)]
+    return Case(
+        "balance-leader",
+        "all leaders start on the last store; they spread evenly",
+        zones(s),
+        layout,
+        lambda f: uniform(live(f)["leaders"]),
+        bound_s=900,
+    )
+
+
+def add_nodes() -> Case:
+    n = 300
+    layout = round_robin(n, 3)
+    return Case(
+        "add-nodes",
+        "two empty stores join three full ones; regions and leaders spread",
+        zones(5),
+        layout,
+        lambda f: both(uniform(live(f)["peers"]), uniform(live(f)["leaders"], 0.1), replicated(f)),
+        bound_s=3600,
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def add_nodes_dynamic() -> Case:
+    n = 300
+
+    async def add(f: Fleet) -> None:
+        await f.add_store({"zone": f"z{len(f.stores) + 1}", "host": f"h{len(f.stores) + 1}"})
+
+    return Case(
+        "add-nodes-dynamic",
+        "stores join one at a time while PD balances",
+        zones(3),
+        round_robin(n, 3),
+        lambda f: both(uniform(live(f)["peers"]), uniform(live(f)["leaders"], 0.1), replicated(f)),
+        bound_s=3600,
+        events=[(30.0, add), (120.0, add)],
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def delete_nodes() -> Case:
+    n = 300
+
+    async def remove(f: Fleet) -> None:
+        await f.remove_store(max(f.stores))
+
+    def pred(f: Fleet) -> Check:
+        victim = max(f.stores)
+        on_victim = sum(1 for r in f.regions.values() if r.peer_on(victim))
+        return both(
+            (on_victim == 0, f"{on_victim} peers left on store {victim}"),
+            replicated(f),
+            uniform({s: n for s, n in live(f)["peers"].items() if s != victim}),
+        )
+
+    return Case(
+        "delete-nodes",
+        "a store is taken offline; its replicas move and it becomes tombstone",
+        zones(5),
+        round_robin(n, 5),
+        pred,
+        bound_s=3600,
+        events=[(10.0, remove)],
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def region_split() -> Case:
+    def prepare(f: Fleet) -> None:
+        r = next(iter(f.regions.values()))
+        r.size_mib = 1
+        r.write_rate = 8 * (1 << 20) / 60  # grows ~8 MiB per heartbeat interval
+
+    def pred(f: Fleet) -> Check:
+        peers = live(f)["peers"]
+        return (
+            all(n >= 5 for n in peers.values()) and len(f.regions) >= 8,
+            f"{len(f.regions)} regions, peers per store {peers}",
+        )
+
+    return Case(
+        "region-split",
+        "one region under writes splits; the pieces spread over 4 stores",
+        zones(4),
+        [(0, [0, 1, 2])],
+        pred,
+        bound_s=3600,
+        size_mib=1,
+        prepare=prepare,
+        settle_s=60.0,
+        speed=120.0,
+    )
+
+
+def region_merge() -> Case:
+    n = 300
+
+    def pred(f: Fleet) -> Check:
+        return both(
+            (len(f.regions) <= n // 3, f"{len(f.regions)} regions (want <= {n // 3})"),
+            replicated(f),
+        )
+
+    return Case(
+        "region-merge",
+        "300 small regions merge into fewer, larger ones",
+        zones(3),
+        round_robin(n, 3),
+        pred,
+        bound_s=1800,
+        size_mib=10,
+        schedule={"split_merge_interval_s": 0.0, "merge_schedule_limit": 16},
+    )
+
+
+def _hot(kind: str) -> Case:
+    n, s = 200, 4
+    layout = round_robin(n, s)
+    hot_ids: list[int] = []
+
+    def prepare(f: Fleet) -> None:
+        first = f.stores[min(f.stores)].id
+        picked = [r for r in f.regions.values() if r.peer_on(first)][: (8 if kind == "read" else 6)]
+        for r in picked:
+            p = r.peer_on(first)
+            assert p is not None
+            r.leader_id = p.id
+            if kind == "read":
+                r.read_rate = 16 * (1 << 20)
+            else:
+                r.write_rate = 1 << 20
+            hot_ids.append(r.id)
+            f.heartbeat(r)
+
+    def pred(f: Fleet) -> Check:
+        hot = [f.regions[i] for i in hot_ids if i in f.regions]
+        leaders = Counter(r.leader_store for r in hot)
+        peers = Counter(p.store_id for r in hot for p in r.peers)
+        lc = [leaders.get(sid, 0) for sid in f.stores]
+        pc = [peers.get(sid, 0) for sid in f.stores]
+        if kind == "read":
+            return max(lc) - min(lc) < 2, f"hot leaders per store {lc}"
+        return (
+            max(lc) - min(lc) <= 2 and max(pc) - min(pc) <= 2,
+            f"hot leaders per store {lc}, hot peers per store {pc}",
+        )
+
+    return Case(
+        f"hot-{kind}",
+        f"hot {kind} regions all led by one store get spread",
+        zones(s),
+        layout,
+        pred,
+        bound_s=1800,
+        prepare=prepare,
+        settle_s=30.0,
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def makeup_down_replicas() -> Case:
+    n = 300
+
+    async def kill(f: Fleet) -> None:
+        f.stop_store(max(f.stores))
+
+    def pred(f: Fleet) -> Check:
+        dead = max(f.stores)
+        on_dead = sum(1 for r in f.regions.values() if r.peer_on(dead))
+        return both(
+            (on_dead == 0, f"{on_dead} replicas still on the dead store"),
+            replicated(f),
+            uniform(live(f)["peers"]),
+        )
+
+    return Case(
+        "makeup-down-replicas",
+        "a store dies; after max-store-down-time its replicas are rebuilt",
+        zones(4),
+        round_robin(n, 4),
+        pred,
+        bound_s=3600,
+        events=[(5.0, kill)],
+        schedule={
+            "max_store_down_time_s": 60.0,
+            "store_limit_add_peer": 60.0,
+            "store_limit_remove_peer": 60.0,
+        },
+    )
+
+
+def label_isolation() -> Case:
+    n = 240
+    labels = zones(6, per_zone=2)  # z1: stores 0,1  z2: 2,3  z3: 4,5
+    layout = [
+        ((i % 2), [i % 2, (i % 2) + 2 if i % 3 else (i + 1) % 2, 4 + i % 2]) for i in range(n)
+    ]
+
+    def pred(f: Fleet) -> Check:
+        zone_of = {sid: s.labels["zone"] for sid, s in f.stores.items()}
+        bad = [
+            r.id
+            for r in f.regions.values()
+            if len({zone_of[p.store_id] for p in r.peers}) != len(r.peers)
+        ]
+        return both((not bad, f"{len(bad)} regions with two replicas in one zone"), replicated(f))
+
+    return Case(
+        "label-isolation",
+        "replicas sharing a zone are moved apart (location-labels=[zone])",
+        labels,
+        layout,
+        pred,
+        bound_s=3600,
+        replication={"location_labels": ("zone",)},
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def redundant_balance_region() -> Case:
+    n = 300
+
+    def prepare(f: Fleet) -> None:
+        for i, s in enumerate(sorted(f.stores)):
+            if i % 2:
+                f.stores[s].extra_used = 400 << 30  # odd stores hold other data
+
+    def pred(f: Fleet) -> Check:
+        quiet = f.now() - f.settled_since
+        return quiet >= 60.0, f"no new operator for {quiet:.0f} s"
+
+    return Case(
+        "redundant-balance-region",
+        "stores with other data: PD settles and stops moving",
+        zones(4),
+        round_robin(n, 4),
+        pred,
+        bound_s=1800,
+        settle_s=30.0,
+        prepare=prepare,
+    )
+
+
+def import_data() -> Case:
+    n = 60
+
+    def prepare(f: Fleet) -> None:
+        for r in list(f.regions.values())[20:24]:  # "table 12": a key range under import
+            r.write_rate = 16 * (1 << 20) / 60
+            r.size_mib = 32
+
+    def pred(f: Fleet) -> Check:
+        return both(
+            (len(f.regions) >= n + 20, f"{len(f.regions)} regions"),
+            uniform(live(f)["peers"], 0.1),
+            uniform(live(f)["leaders"], 0.15),
+        )
+
+    return Case(
+        "import-data",
+        "an import splits a table's regions; the new regions spread",
+        zones(4),
+        round_robin(n, 4),
+        pred,
+        bound_s=3600,
+        size_mib=32,
+        prepare=prepare,
+        settle_s=600.0,
+        speed=120.0,
+        schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
+    )
+
+
+def stable_env() -> Case:
+    n = 400
+
+    def pred(f: Fleet) -> Check:
+        moved = f.stats.applied.get("add-learner", 0) + f.stats.applied.get("transfer-leader", 0)
+        return moved == 0, f"{moved} moves in a balanced cluster"
+
+    def no_moves(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]) -> int:
+        return 0
+
+    return Case(
+        "stable-env",
+        "a balanced cluster: PD must not move anything",
+        zones(4),
+        round_robin(n, 4),
+        pred,
+        bound_s=200,
+        settle_s=0.0,
+        hold_s=120.0,
+        min_moves=no_moves,
+    )
+
+
+CASES = {
+    c.name: c
+    for c in (
+        add_nodes(),
+        add_nodes_dynamic(),
+        delete_nodes(),
+        region_split(),
+        region_merge(),
+        _hot("write"),
+        _hot("read"),
+        makeup_down_replicas(),
+        label_isolation(),
+        balance_leader(),
+        redundant_balance_region(),
+        import_data(),
+        stable_env(),
+    )
+}
+
+
+def get(name: str) -> Case:
+    """A fresh copy of a case (cases keep per-run state in closures)."""
+    factories = {
+        "add-nodes": add_nodes,
+        "add-nodes-dynamic": add_nodes_dynamic,
+        "delete-nodes": delete_nodes,
+        "region-split": region_split,
+        "region-merge": region_merge,
+        "hot-write": lambda: _hot("write"),
+        "hot-read": lambda: _hot("read"),
+        "makeup-down-replicas": makeup_down_replicas,
+        "label-isolation": label_isolation,
+        "balance-leader": balance_leader,
+        "redundant-balance-region": redundant_balance_region,
+        "import-data": import_data,
+        "stable-env": stable_env,
+    }
+    if name not in factories:
+        raise KeyError(f"unknown case {name!r}; run `kubepd simulate --list`")
+    return factories[name]()

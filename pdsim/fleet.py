@@ -1,0 +1,611 @@
+"""The simulated fleet: stores that register with PD, heartbeat, and execute the
+commands PD pushes on their region-heartbeat streams, over real gRPC.
+
+Costs: an added learner needs a snapshot that takes size / io-rate seconds, with at most
+2 sends per leader store and 4 receives per store at a time; other steps apply in one
+tick. Time is a ScaledClock shared with PD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+
+from pdcore.adapters import codec
+from pdcore.adapters.clock import ScaledClock
+from pdcore.domain.commands import (
+    ChangePeer,
+    ChangePeerV2,
+    ConfChangeType,
+    Merge,
+    RegionCommand,
+    SplitRegion,
+    TransferLeader,
+)
+from pdcore.domain.region import Peer, PeerRole
+from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
+from pdsim.model import MIB, SimRegion
+
+log = logging.getLogger("kubepd.sim")
+
+GIB = 1 << 30
+STEP_DELAY_S = 0.1  # sim seconds for a raft admin command to apply
+
+
+@dataclass
+class FleetConfig:
+    capacity_gib: int = 1024
+    io_rate_mib_s: float = 40.0
+    snap_send_limit: int = 2
+    snap_recv_limit: int = 4
+    region_hb_s: float = 60.0
+    store_hb_s: float = 10.0
+    split_size_mib: int = 96
+    tick_wall_s: float = 0.02
+
+
+@dataclass
+class SimStore:
+    id: int
+    address: str
+    labels: dict[str, str]
+    up: bool = True
+    removed: bool = False
+    down_since: float = 0.0
+    sending: int = 0
+    receiving: int = 0
+    call: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+    outbox: asyncio.Queue[pdpb_pb2.RegionHeartbeatRequest | None] = field(
+        default_factory=asyncio.Queue
+    )
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    hb_cursor: int = 0
+    extra_used: int = 0
+
+
+@dataclass
+class FleetStats:
+    commands: int = 0
+    stale_commands: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+    heartbeat_errors: int = 0
+    heartbeats: int = 0
+    snapshots: int = 0
+    splits: int = 0
+    merges: int = 0
+
+    def count(self, kind: str) -> None:
+        self.applied[kind] = self.applied.get(kind, 0) + 1
+
+
+class Fleet:
+    def __init__(
+        self,
+        pd_address: str,
+        status_address: str,
+        clock: ScaledClock,
+        config: FleetConfig | None = None,
+        seed: int = 1,
+    ) -> None:
+        self.pd_address = pd_address
+        self.status_address = status_address
+        self.clock = clock
+        self.cfg = config or FleetConfig()
+        self.rng = random.Random(seed)
+        self.channel = grpc.aio.insecure_channel(
+            pd_address, options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
+        self.stub = pdpb_pb2_grpc.PDStub(self.channel)
+        self.cluster_id = 0
+        self.stores: dict[int, SimStore] = {}
+        self.regions: dict[int, SimRegion] = {}
+        self.stats = FleetStats()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._waiting_snaps: list[tuple[SimRegion, Peer]] = []
+        self._last_store_hb = -1e18
+        self._last_region_hb = 0.0
+        self._running = False
+        self._busy: set[int] = set()  # regions with an async split under way
+        self.last_change_at = 0.0
+
+    # -- small helpers -----------------------------------------------------------------
+    def header(self) -> pdpb_pb2.RequestHeader:
+        return pdpb_pb2.RequestHeader(cluster_id=self.cluster_id)
+
+    def now(self) -> float:
+        return self.clock.monotonic_s()
+
+    def at(self, delay_s: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (self.now() + delay_s, next(self._seq), fn))
+
+    async def alloc_ids(self, count: int) -> list[int]:
+        resp = await self.stub.AllocID(pdpb_pb2.AllocIDRequest(header=self.header(), count=count))
+        if resp.header.HasField("error"):
+            raise RuntimeError(resp.header.error.message)
+        return list(range(resp.id - count + 1, resp.id + 1))
+
+    # -- start-up: what TiKV does ---------------------------------------------------------
+    async def bootstrap(
+        self,
+        store_labels: list[dict[str, str]],
+        layout: list[tuple[int, list[int]]],
+        size_mib: int = 64,
+        keys: int | None = None,
+    ) -> None:
+        """Create the stores and regions. `layout[i]` = (leader store index, peer store
+        indexes) for region i; regions split the key space evenly."""
+        members = await self.stub.GetMembers(pdpb_pb2.GetMembersRequest())
+        self.cluster_id = members.header.cluster_id
+        n_stores = len(store_labels)
+        store_ids = await self.alloc_ids(n_stores)
+        per_region = [1 + len(peers) for _, peers in layout]
+        ids = await self.alloc_ids(sum(per_region))
+        it = iter(ids)
+        for sid, labels in zip(store_ids, store_labels, strict=True):
+            self.stores[sid] = SimStore(sid, f"127.0.0.1:{20160 + sid}", labels)
+        n = len(layout)
+        for i, (leader_idx, peer_idx) in enumerate(layout):
+            rid = next(it)
+            peers = [Peer(next(it), store_ids[j]) for j in peer_idx]
+            start = b"" if i == 0 else _key(i, n)
+            end = b"" if i == n - 1 else _key(i + 1, n)
+            leader = peers[peer_idx.index(leader_idx)]
+            self.regions[rid] = SimRegion(
+                rid,
+                start,
+                end,
+                peers,
+                leader.id,
+                conf_ver=len(peers),
+                version=2,
+                size_mib=size_mib,
+                keys=keys if keys is not None else size_mib * 10_000,
+            )
+        first_store = store_ids[0]
+        boot_peer = (await self.alloc_ids(1))[0]
+        first_rid = next(iter(self.regions))
+        boot = await self.stub.Bootstrap(
+            pdpb_pb2.BootstrapRequest(
+                header=self.header(),
+                store=self._store_pb(self.stores[first_store]),
+                region=metapb_pb2.Region(
+                    id=first_rid,
+                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+                    peers=[metapb_pb2.Peer(id=boot_peer, store_id=first_store)],
+                ),
+            )
+        )
+        if boot.header.HasField("error"):
+            raise RuntimeError(f"bootstrap failed: {boot.header.error.message}")
+        for s in self.stores.values():
+            await self._put_store(s)
+        self._running = True
+        self.last_change_at = self.now()
+        for s in self.stores.values():
+            self._open_stream(s)
+        await self._store_heartbeats()
+        for r in self.regions.values():
+            self.heartbeat(r)
+
+    def _store_pb(self, s: SimStore) -> metapb_pb2.Store:
+        return metapb_pb2.Store(
+            id=s.id,
+            address=s.address,
+            version="8.5.0",
+            labels=[metapb_pb2.StoreLabel(key=k, value=v) for k, v in s.labels.items()],
+        )
+
+    async def _put_store(self, s: SimStore) -> None:
+        resp = await self.stub.PutStore(
+            pdpb_pb2.PutStoreRequest(header=self.header(), store=self._store_pb(s))
+        )
+        if resp.header.HasField("error"):
+            raise RuntimeError(f"PutStore({s.id}): {resp.header.error.message}")
+
+    def _open_stream(self, s: SimStore) -> None:
+        s.outbox = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[pdpb_pb2.RegionHeartbeatRequest]:
+            while True:
+                item = await s.outbox.get()
+                if item is None:
+                    return
+                yield item
+
+        s.call = self.stub.RegionHeartbeat(requests())
+        s.tasks = [asyncio.get_running_loop().create_task(self._read(s))]
+
+    async def _read(self, s: SimStore) -> None:
+        assert s.call is not None
+        try:
+            async for resp in s.call:
+                if resp.header.HasField("error"):
+                    self.stats.heartbeat_errors += 1
+                    continue
+                cmd = codec.command_from_pb(resp)
+                if cmd is not None:
+                    self.stats.commands += 1
+                    self.on_command(s, cmd)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+
+    def _close_stream(self, s: SimStore) -> None:
+        s.outbox.put_nowait(None)
+        if s.call is not None:
+            s.call.cancel()
+        for t in s.tasks:
+            t.cancel()
+        s.call, s.tasks = None, []
+
+    # -- heartbeats ---------------------------------------------------------------------------
+    def heartbeat(self, r: SimRegion, interval_s: int = 0) -> None:
+        store = self.stores.get(r.leader_store)
+        if store is None or not store.up or store.call is None:
+            return
+        req = pdpb_pb2.RegionHeartbeatRequest(header=self.header())
+        codec.region_to_heartbeat(r.to_region(interval_s), req)
+        now = self.now()
+        for p in r.peers:
+            ps = self.stores.get(p.store_id)
+            if ps is not None and not ps.up:
+                d = req.down_peers.add()
+                codec.peer_to_pb(p, d.peer)
+                d.down_seconds = int(now - ps.down_since)
+        if interval_s:
+            req.interval.start_timestamp = int(self.clock.now_s()) - interval_s
+            req.interval.end_timestamp = int(self.clock.now_s())
+        store.outbox.put_nowait(req)
+        self.stats.heartbeats += 1
+
+    async def _store_heartbeats(self) -> None:
+        used: dict[int, int] = {sid: s.extra_used for sid, s in self.stores.items()}
+        counts: dict[int, int] = dict.fromkeys(self.stores, 0)
+        reads: dict[int, float] = dict.fromkeys(self.stores, 0.0)
+        for r in self.regions.values():
+            for p in r.peers:
+                if p.store_id in used:
+                    used[p.store_id] += r.size_mib * MIB
+                    counts[p.store_id] += 1
+            if r.leader_store in reads:
+                reads[r.leader_store] += r.read_rate
+        now_s = int(self.clock.now_s())
+        interval = int(self.cfg.store_hb_s)
+        calls = []
+        for s in self.stores.values():
+            if not s.up or s.removed:
+                continue
+            cap = self.cfg.capacity_gib * GIB
+            stats = pdpb_pb2.StoreStats(
+                store_id=s.id,
+                capacity=cap,
+                available=max(0, cap - used[s.id]),
+                used_size=used[s.id],
+                region_count=counts[s.id],
+                sending_snap_count=s.sending,
+                receiving_snap_count=s.receiving,
+                start_time=now_s,
+                bytes_read=int(reads[s.id] * interval),
+                interval=pdpb_pb2.TimeInterval(
+                    start_timestamp=now_s - interval, end_timestamp=now_s
+                ),
+                slow_score=1,
+            )
+            calls.append(
+                self.stub.StoreHeartbeat(
+                    pdpb_pb2.StoreHeartbeatRequest(header=self.header(), stats=stats)
+                )
+            )
+        for resp in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(resp, BaseException) or resp.header.HasField("error"):
+                self.stats.heartbeat_errors += 1
+
+    # -- executing PD's commands ----------------------------------------------------------------
+    def on_command(self, store: SimStore, cmd: RegionCommand) -> None:
+        r = self.regions.get(cmd.region_id)
+        if r is None or r.leader_store != store.id or not store.up:
+            return
+        if cmd.epoch != r.epoch() or r.id in self._busy:
+            self.stats.stale_commands += 1
+            return
+        body = cmd.body
+        if isinstance(body, ChangePeer):
+            self.at(STEP_DELAY_S, lambda: self._change_peer(r, body))
+        elif isinstance(body, ChangePeerV2):
+            self.at(STEP_DELAY_S, lambda: self._change_peer_v2(r, body))
+        elif isinstance(body, TransferLeader):
+            self.at(STEP_DELAY_S, lambda: self._transfer(r, body.peer))
+        elif isinstance(body, Merge):
+            self.at(STEP_DELAY_S, lambda: self._merge(r, body.target.id))
+        elif isinstance(body, SplitRegion):
+            self._busy.add(r.id)
+            asyncio.get_running_loop().create_task(self.split(r, list(body.keys)))
+
+    @property
+    def settled_since(self) -> float:
+        """Sim time of the last change PD asked for (or of start-up)."""
+        return self.last_change_at
+
+    def _applied(self, r: SimRegion, kind: str) -> None:
+        if kind != "split":
+            self.last_change_at = self.now()
+        self.stats.count(kind)
+        self.heartbeat(r)
+
+    def _change_peer(self, r: SimRegion, body: ChangePeer) -> None:
+        if self.regions.get(r.id) is not r:
+            return
+        t = body.change_type
+        if t == ConfChangeType.ADD_LEARNER_NODE:
+            if r.add_learner(body.peer):
+                self._waiting_snaps.append((r, body.peer))
+                self._applied(r, "add-learner")
+                self._start_snapshots()
+        elif t == ConfChangeType.ADD_NODE:
+            if r.peer_on(body.peer.store_id) is None:
+                # Adding a voter directly: a learner first, then promotion after the snapshot.
+                r.add_learner(body.peer)
+                self._waiting_snaps.append((r, body.peer))
+                self._start_snapshots()
+            elif body.peer.id not in r.pending and r.promote(body.peer.store_id):
+                self._applied(r, "promote")
+        elif t == ConfChangeType.REMOVE_NODE and r.remove(body.peer.store_id):
+            self._applied(r, "remove-peer")
+
+    def _change_peer_v2(self, r: SimRegion, body: ChangePeerV2) -> None:
+        if self.regions.get(r.id) is not r:
+            return
+        if not body.changes:
+            if r.leave_joint():
+                self._applied(r, "leave-joint")
+            return
+        promote = [
+            c.peer.store_id for c in body.changes if c.change_type == ConfChangeType.ADD_NODE
+        ]
+        demote = [
+            c.peer.store_id
+            for c in body.changes
+            if c.change_type == ConfChangeType.ADD_LEARNER_NODE
+        ]
+        if any(p.role in (PeerRole.INCOMING_VOTER, PeerRole.DEMOTING_VOTER) for p in r.peers):
+            return
+        if any((p := r.peer_on(s)) is None or p.id in r.pending for s in promote):
+            return
+        if r.enter_joint(promote, demote):
+            self._applied(r, "enter-joint")
+
+    def _transfer(self, r: SimRegion, target: Peer) -> None:
+        if self.regions.get(r.id) is not r:
+            return
+        p = r.peer_on(target.store_id)
+        s = self.stores.get(target.store_id)
+        if p is None or p.role != PeerRole.VOTER or p.id in r.pending or s is None or not s.up:
+            return
+        r.leader_id = p.id
+        self._applied(r, "transfer-leader")
+
+    def _merge(self, src: SimRegion, target_id: int) -> None:
+        dst = self.regions.get(target_id)
+        if self.regions.get(src.id) is not src or dst is None:
+            return
+        if {p.store_id for p in src.peers} != {p.store_id for p in dst.peers}:
+            return
+        if src.end == dst.start and src.end:
+            dst.start = src.start
+        elif dst.end == src.start and dst.end:
+            dst.end = src.end
+        else:
+            return
+        dst.version = max(src.version, dst.version) + 1
+        dst.size_mib += src.size_mib
+        dst.keys += src.keys
+        del self.regions[src.id]
+        self.stats.merges += 1
+        self._applied(dst, "merge")
+
+    def _start_snapshots(self) -> None:
+        still: list[tuple[SimRegion, Peer]] = []
+        for r, peer in self._waiting_snaps:
+            if self.regions.get(r.id) is not r or r.peer_on(peer.store_id) is None:
+                continue
+            sender = self.stores.get(r.leader_store)
+            receiver = self.stores.get(peer.store_id)
+            if sender is None or receiver is None or not receiver.up:
+                still.append((r, peer))
+                continue
+            if (
+                sender.sending >= self.cfg.snap_send_limit
+                or receiver.receiving >= self.cfg.snap_recv_limit
+            ):
+                still.append((r, peer))
+                continue
+            sender.sending += 1
+            receiver.receiving += 1
+            duration = max(STEP_DELAY_S, r.size_mib / self.cfg.io_rate_mib_s)
+            self.at(duration, functools.partial(self._snapshot_done, r, peer, sender, receiver))
+        self._waiting_snaps = still
+
+    def _snapshot_done(
+        self, r: SimRegion, peer: Peer, sender: SimStore, receiver: SimStore
+    ) -> None:
+        sender.sending -= 1
+        receiver.receiving -= 1
+        self.stats.snapshots += 1
+        if self.regions.get(r.id) is r and peer.id in r.pending:
+            r.pending.discard(peer.id)
+            self._applied(r, "snapshot")
+        self._start_snapshots()
+
+    async def split(self, r: SimRegion, keys: list[bytes]) -> None:
+        """TiKV's split: ask PD for ids, split, report, heartbeat both halves."""
+        try:
+            if not keys:
+                keys = [_midpoint(r.start, r.end)]
+            key = keys[0]
+            if not (r.start < key and (not r.end or key < r.end)):
+                return
+            ask = await self.stub.AskBatchSplit(
+                pdpb_pb2.AskBatchSplitRequest(
+                    header=self.header(),
+                    region=codec.region_meta_to_pb(r.to_region()),
+                    split_count=1,
+                )
+            )
+            if ask.header.HasField("error") or self.regions.get(r.id) is not r:
+                return
+            new_id = ask.ids[0].new_region_id
+            new_peers = [
+                Peer(pid, p.store_id, p.role)
+                for pid, p in zip(ask.ids[0].new_peer_ids, r.peers, strict=True)
+            ]
+            leader_store = r.leader_store
+            left = SimRegion(
+                new_id,
+                r.start,
+                key,
+                new_peers,
+                next(p.id for p in new_peers if p.store_id == leader_store),
+                conf_ver=r.conf_ver,
+                version=r.version + 1,
+                size_mib=max(1, r.size_mib // 2),
+                keys=r.keys // 2,
+                write_rate=r.write_rate / 2,
+                read_rate=r.read_rate / 2,
+            )
+            r.start, r.version = key, r.version + 1
+            r.size_mib, r.keys = max(1, r.size_mib - left.size_mib), r.keys - left.keys
+            r.write_rate /= 2
+            r.read_rate /= 2
+            self.regions[new_id] = left
+            self.stats.splits += 1
+            await self.stub.ReportBatchSplit(
+                pdpb_pb2.ReportBatchSplitRequest(
+                    header=self.header(),
+                    regions=[
+                        codec.region_meta_to_pb(left.to_region()),
+                        codec.region_meta_to_pb(r.to_region()),
+                    ],
+                )
+            )
+            self._applied(left, "split")
+            self.heartbeat(r)
+        finally:
+            self._busy.discard(r.id)
+
+    # -- topology changes ----------------------------------------------------------------------
+    async def add_store(self, labels: dict[str, str]) -> int:
+        (sid,) = await self.alloc_ids(1)
+        s = SimStore(sid, f"127.0.0.1:{20160 + sid}", labels)
+        self.stores[sid] = s
+        await self._put_store(s)
+        self._open_stream(s)
+        return sid
+
+    def stop_store(self, sid: int) -> None:
+        """The store dies: its stream closes, raft elects new leaders elsewhere."""
+        s = self.stores[sid]
+        s.up = False
+        s.down_since = self.now()
+        self._close_stream(s)
+        for r in self.regions.values():
+            if r.leader_store == sid:
+                live = [
+                    p
+                    for p in r.peers
+                    if p.role == PeerRole.VOTER
+                    and p.store_id != sid
+                    and self.stores.get(p.store_id, s).up
+                ]
+                if live:
+                    r.leader_id = self.rng.choice(live).id
+                    self.heartbeat(r)
+
+    def restart_store(self, sid: int) -> None:
+        s = self.stores[sid]
+        s.up = True
+        self._open_stream(s)
+
+    async def remove_store(self, sid: int) -> None:
+        """Ask PD to take the store offline, as an operator would (DELETE /store/{id})."""
+        url = f"http://{self.status_address}/pd/api/v1/store/{sid}"
+        async with aiohttp.ClientSession() as http, http.delete(url) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"taking store {sid} offline failed: {await resp.text()}")
+
+    async def drop_tombstones(self) -> list[int]:
+        """Stores PD buried are shut down for good."""
+        url = f"http://{self.status_address}/pd/api/v1/stores?state=2"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            data = await resp.json()
+        gone = []
+        for item in data.get("stores", []):
+            sid = int(item["store"]["id"])
+            s = self.stores.get(sid)
+            if s is not None and not s.removed:
+                s.removed = True
+                s.up = False
+                self._close_stream(s)
+                gone.append(sid)
+        return gone
+
+    # -- the main loop ----------------------------------------------------------------------------
+    async def step(self) -> None:
+        """One tick: due timers, snapshot queue, periodic heartbeats, growth."""
+        now = self.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            fn()
+        if now - self._last_store_hb >= self.cfg.store_hb_s:
+            self._last_store_hb = now
+            await self._store_heartbeats()
+        # Spread periodic region heartbeats evenly over the interval.
+        due = now - self._last_region_hb
+        if due > 0 and self.regions:
+            share = int(len(self.regions) * due / self.cfg.region_hb_s)
+            if share > 0:
+                self._last_region_hb = now
+                regions = list(self.regions.values())
+                for s in self.stores.values():
+                    s.hb_cursor %= max(1, len(regions))
+                start = next(iter(self.stores.values())).hb_cursor if self.stores else 0
+                for i in range(share):
+                    r = regions[(start + i) % len(regions)]
+                    self.heartbeat(r, interval_s=int(self.cfg.region_hb_s))
+                    if r.write_rate:
+                        r.size_mib += max(1, int(r.write_rate * self.cfg.region_hb_s / MIB))
+                        if r.size_mib >= self.cfg.split_size_mib and r.id not in self._busy:
+                            self._busy.add(r.id)
+                            asyncio.get_running_loop().create_task(self.split(r, []))
+                for s in self.stores.values():
+                    s.hb_cursor = (start + share) % max(1, len(regions))
+
+    async def close(self) -> None:
+        self._running = False
+        for s in self.stores.values():
+            self._close_stream(s)
+        await self.channel.close(None)
+
+
+def _key(i: int, n: int) -> bytes:
+    return b"t%08d" % (i * (100_000_000 // max(1, n)))
+
+
+def _midpoint(start: bytes, end: bytes) -> bytes:
+    """A key strictly between start and end (end empty = +inf)."""
+    if not end:
+        return start + b"\x80"
+    a = int.from_bytes(start.ljust(16, b"\0")[:16], "big")
+    b = int.from_bytes(end.ljust(16, b"\0")[:16], "big")
+    mid = ((a + b) // 2).to_bytes(16, "big").rstrip(b"\0") or b"\0"
+    if not (start < mid < end):
+        mid = start + b"\x80"
+    return mid

@@ -1,0 +1,157 @@
+"""Operator state machines, the controller's limits, re-sends, timeouts and cancels."""
+
+from __future__ import annotations
+
+import pytest
+
+from pdcore.domain.commands import ChangePeer, ChangePeerV2, TransferLeader
+from pdcore.domain.region import Peer, PeerRole, RegionEpoch
+from pdcore.scheduling.controller import OperatorController
+from pdcore.scheduling.limits import TokenBucket
+from pdcore.scheduling.operator import OpKind, OpStatus, Priority, move_peer, transfer_leader
+from tests.unit.scheduling.helpers import NOW, cluster, region, store
+
+
+def setup() -> tuple[OperatorController, object]:
+    c = cluster([store(i) for i in (1, 2, 3, 4)], [region(1, [1, 2, 3])])
+    return OperatorController(c), c
+
+
+def test_transfer_leader_sent_then_finished_by_heartbeat() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = transfer_leader(r, 2, "test")
+    assert ctrl.add(op, NOW) is None
+    sends = ctrl.dispatch(r, NOW, force=True)
+    assert len(sends) == 1 and sends[0][0] == 1 and isinstance(sends[0][1].body, TransferLeader)
+    assert sends[0][1].epoch == r.epoch and op.status == OpStatus.STARTED
+    assert ctrl.dispatch(r, NOW + 0.5) == []  # no re-send before 2 s
+    assert len(ctrl.dispatch(r, NOW + 2.5)) == 1  # re-sent
+    moved = r.with_(leader=r.peer_on(2))
+    assert ctrl.dispatch(moved, NOW + 3) == [] and op.status == OpStatus.SUCCESS
+    assert 1 not in ctrl.running and ctrl.get(1) is op
+
+
+def test_move_peer_walks_every_step_with_joint_consensus() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = move_peer(r, 3, 4, 999, "test")
+    assert ctrl.add(op, NOW) is None
+    ((_, cmd),) = ctrl.dispatch(r, NOW, force=True)
+    assert isinstance(cmd.body, ChangePeer) and cmd.body.peer == Peer(999, 4, PeerRole.LEARNER)
+    learner = r.with_(peers=(*r.peers, Peer(999, 4, PeerRole.LEARNER)), epoch=RegionEpoch(2, 1))
+    ((_, cmd),) = ctrl.dispatch(learner, NOW + 10)
+    assert isinstance(cmd.body, ChangePeerV2) and len(cmd.body.changes) == 2
+    joint = learner.with_(
+        peers=(
+            r.peers[0],
+            r.peers[1],
+            Peer(301, 3, PeerRole.DEMOTING_VOTER),
+            Peer(999, 4, PeerRole.INCOMING_VOTER),
+        ),
+        epoch=RegionEpoch(3, 1),
+    )
+    ((_, cmd),) = ctrl.dispatch(joint, NOW + 11)
+    assert isinstance(cmd.body, ChangePeerV2) and cmd.body.changes == ()
+    left = joint.with_(
+        peers=(r.peers[0], r.peers[1], Peer(301, 3, PeerRole.LEARNER), Peer(999, 4)),
+        epoch=RegionEpoch(4, 1),
+    )
+    ((_, cmd),) = ctrl.dispatch(left, NOW + 12)
+    assert isinstance(cmd.body, ChangePeer) and cmd.body.peer.store_id == 3
+    done = left.with_(peers=(r.peers[0], r.peers[1], Peer(999, 4)), epoch=RegionEpoch(5, 1))
+    assert ctrl.dispatch(done, NOW + 13) == [] and op.status == OpStatus.SUCCESS
+
+
+def test_changed_region_cancels_the_operator() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = transfer_leader(r, 2, "test")
+    ctrl.add(op, NOW)
+    split = r.with_(epoch=RegionEpoch(1, 2), end_key=b"r000001x")
+    assert ctrl.dispatch(split, NOW + 1) == []
+    assert op.status == OpStatus.CANCELED and "version changed" in op.end_reason
+
+
+def test_membership_changed_beyond_the_steps_cancels() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = transfer_leader(r, 2, "test")
+    ctrl.add(op, NOW)
+    assert ctrl.dispatch(r.with_(epoch=RegionEpoch(2, 1)), NOW + 1) == []
+    assert op.status == OpStatus.CANCELED
+
+
+def test_step_timeout() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = transfer_leader(r, 2, "test")
+    ctrl.add(op, NOW)
+    ctrl.dispatch(r, NOW, force=True)
+    assert ctrl.tick(NOW + 59) != [] and op.status == OpStatus.STARTED  # re-sent, still going
+    ctrl.tick(NOW + 61)
+    assert op.status == OpStatus.TIMEOUT and "timed out" in op.end_reason
+
+
+def test_stale_operator_refused_and_priority_replaces() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    stale = transfer_leader(r.with_(epoch=RegionEpoch(0, 1)), 2, "old view")
+    assert "epoch changed" in (ctrl.add(stale, NOW) or "")
+    low = transfer_leader(r, 2, "low")
+    assert ctrl.add(low, NOW) is None
+    same = transfer_leader(r, 3, "same priority")
+    assert "already has operator" in (ctrl.add(same, NOW) or "")
+    high = transfer_leader(r, 3, "urgent", priority=Priority.URGENT)
+    assert ctrl.add(high, NOW) is None and low.status == OpStatus.REPLACED
+
+
+def test_leader_schedule_limit() -> None:
+    c = cluster(
+        [store(i) for i in (1, 2, 3)],
+        [region(i, [1, 2, 3]) for i in range(1, 7)],
+        leader_schedule_limit=4,
+    )
+    ctrl = OperatorController(c)
+    results = [ctrl.add(transfer_leader(c.tree.get(i), 2, "t"), NOW) for i in range(1, 7)]  # type: ignore[arg-type]
+    assert results[:4] == [None] * 4
+    assert all("leader schedule limit" in (x or "") for x in results[4:])
+
+
+def test_store_limit_refills_per_minute() -> None:
+    c = cluster(
+        [store(i) for i in (1, 2, 3, 4)],
+        [region(i, [1, 2, 3], size=96) for i in range(1, 10)],
+        store_limit_add_peer=15.0,
+    )
+    ctrl = OperatorController(c)
+    first = ctrl.add(move_peer(c.tree.get(1), 3, 4, 901, "t"), NOW)  # type: ignore[arg-type]
+    second = ctrl.add(move_peer(c.tree.get(2), 3, 4, 902, "t"), NOW)  # type: ignore[arg-type]
+    assert first is None and "store 4 add-peer limit exceeded" in (second or "")
+    # 15 per minute: one token every 4 s.
+    assert ctrl.add(move_peer(c.tree.get(2), 3, 4, 902, "t"), NOW + 4.1) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "cost", "elapsed", "ok"),
+    [
+        (15, 1.0, 0.0, False),
+        (15, 0.2, 0.0, False),
+        (15, 0.2, 0.81, True),
+        (15, 1.0, 3.9, False),
+        (15, 1.0, 4.01, True),
+        (60, 1.0, 1.01, True),
+    ],
+)
+def test_token_bucket(per_minute: float, cost: float, elapsed: float, ok: bool) -> None:
+    b = TokenBucket(per_minute)
+    assert b.available(cost, 0.0)
+    b.take(1.0, 0.0)
+    assert b.available(cost, elapsed) is ok
+
+
+def test_admin_kind_skips_store_limits() -> None:
+    ctrl, c = setup()
+    r = c.tree.get(1)  # type: ignore[attr-defined]
+    op = move_peer(r, 3, 4, 5, "admin", kind=OpKind.ADMIN)
+    assert ctrl.add(op, NOW) is None
