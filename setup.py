@@ -7,9 +7,7 @@ directory cannot be imported under its own name; everything else is found as usu
 from setuptools import find_packages, setup
 
 core = find_packages(include=["pdcore", "pdcore.*", "pdsim", "pdsim.*"])
-op = ["pd_operator"] + [
-    "pd_operator." + name for name in find_packages(where="operator")
-]
+op = ["pd_operator"] + ["pd_operator." + name for name in find_packages(where="operator")]
 setup(
     packages=core + op,
     package_dir={"pd_operator": "operator"},

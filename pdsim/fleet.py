@@ -117,6 +117,8 @@ class Fleet:
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
         self.last_change_at = 0.0
+        # Like Lightning/BR: scatter the new regions of these key ranges after each split.
+        self.scatter_ranges: list[tuple[bytes, bytes, str]] = []
 
     # -- small helpers -----------------------------------------------------------------
     def header(self) -> pdpb_pb2.RequestHeader:
@@ -498,6 +500,14 @@ class Fleet:
             )
             self._applied(left, "split")
             self.heartbeat(r)
+            for lo, hi, group in self.scatter_ranges:
+                if lo <= left.start and (not hi or (left.end and left.end <= hi)):
+                    await asyncio.sleep(0.05)  # let PD see both halves first
+                    await self.stub.ScatterRegion(
+                        pdpb_pb2.ScatterRegionRequest(
+                            header=self.header(), regions_id=[left.id, r.id], group=group
+                        )
+                    )
         finally:
             self._busy.discard(r.id)
 

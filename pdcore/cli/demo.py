@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
         "--regions regions; after a while 2 more stores join and a hot spot appears. A live "
         "view shows the stores, operators and progress to balance; a summary ends it.",
     )
-    p.add_argument("--regions", type=int, default=3000, help="regions at start (default 3000)")
+    p.add_argument("--regions", type=int, default=2000, help="regions at start (default 2000)")
     p.add_argument(
         "--speed", type=float, default=30.0, help="simulated seconds per wall second (default 30)"
     )
@@ -187,18 +187,19 @@ async def _demo(args: argparse.Namespace) -> int:
                     f"leaders={list(d['leaders'].values())} balance={prog * 100:.0f}%",
                     flush=True,
                 )
-            if (balanced_at is not None and t - balanced_at > 60) or wall > args.max_wall:
+            if (balanced_at is not None and t - balanced_at > 300) or wall > args.max_wall:
                 break
         if live:
             live.stop()
         d = distribution(fleet)
         sched_svc: Any = server.node.scheduling if server.node else None
-        history = list(sched_svc.coordinator.controller.history) if sched_svc else []
         summary = Table(title="summary")
         summary.add_column("what")
         summary.add_column("value", justify="right")
         summary.add_row("stores / regions", f"{len(fleet.stores)} / {len(fleet.regions)}")
-        summary.add_row("operators finished", str(len(history)))
+        counters = sched_svc.coordinator.controller.counters if sched_svc else {}
+        finished = sum(n for k, n in counters.items() if not k.endswith(":create"))
+        summary.add_row("operators finished", str(finished))
         summary.add_row("replicas moved (snapshots)", str(fleet.stats.snapshots))
         summary.add_row("leaders transferred", str(fleet.stats.applied.get("transfer-leader", 0)))
         summary.add_row(

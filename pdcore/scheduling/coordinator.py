@@ -27,6 +27,7 @@ MIN_INTERVAL = 0.01
 MAX_INTERVAL = 5.0
 BACKOFF = 1.3
 HOT_DECAY = 0.5
+ROUNDS_PER_TICK = 16
 
 
 @dataclass
@@ -176,23 +177,34 @@ class Coordinator:
         for name, st in list(self.schedulers.items()):
             if st.paused_until > now or now < st.next_run:
                 continue
-            diag = Diagnosis(name, at=now)
-            ops = st.scheduler.schedule(ctx, diag)
-            added = 0
-            for op in ops:
-                op.scheduler = name
-                problem = self.controller.add(op, now)
-                if problem is None:
-                    added += 1
-                    out.extend(self._first_send(op, now))
-                else:
-                    diag.note("limit", f"region {op.region_id}", problem)
-            diag.scheduled = added
-            st.last, st.runs, st.created = diag, st.runs + 1, st.created + added
-            st.interval = MIN_INTERVAL if added else min(MAX_INTERVAL, st.interval * BACKOFF)
-            st.next_run = now + st.interval
+            # PD reruns a productive scheduler every 10 ms; a tick may be longer than
+            # that, so rerun here while it keeps producing (bounded per tick).
+            for _ in range(ROUNDS_PER_TICK):
+                added = self._run_scheduler(name, st, ctx, now, out)
+                if not added:
+                    break
         out.extend(self.patrol_batch(now))
         return out
+
+    def _run_scheduler(
+        self, name: str, st: SchedulerState, ctx: SchedContext, now: float, out: list[Send]
+    ) -> int:
+        diag = Diagnosis(name, at=now)
+        ops = st.scheduler.schedule(ctx, diag)
+        added = 0
+        for op in ops:
+            op.scheduler = name
+            problem = self.controller.add(op, now)
+            if problem is None:
+                added += 1
+                out.extend(self._first_send(op, now))
+            else:
+                diag.note("limit", f"region {op.region_id}", problem)
+        diag.scheduled = added
+        st.last, st.runs, st.created = diag, st.runs + 1, st.created + added
+        st.interval = MIN_INTERVAL if added else min(MAX_INTERVAL, st.interval * BACKOFF)
+        st.next_run = now + st.interval
+        return added
 
     def _first_send(self, op: Operator, now: float) -> list[Send]:
         region = self.view.tree.get(op.region_id)
