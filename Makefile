@@ -49,7 +49,8 @@ kube-tools:
 	bash scripts/kube-tools
 
 kube-up: setup kube-tools
-	$(BIN)/python -m tests.support.kubecluster up --dir .kube-local
+	$(BIN)/python -m tests.support.kubecluster up --dir .kube-local --controller-manager
+	$(HOME)/.cache/kubepd/k8s-v1.33.5/kubectl --kubeconfig .kube-local/kubeconfig apply -f deploy/crds
 	@echo "KUBECONFIG=$(CURDIR)/.kube-local/kubeconfig"
 
 kube-down: setup

@@ -83,7 +83,7 @@ async def test_schedulers_added_paused_removed_live(env: Env) -> None:
             assert r.status == 200, await r.text()
         await until(lambda: env.leaders()[victim] == 0)
         async with http.get(
-            env.base + "/schedulers/diagnostic/evict-leader-scheduler-%d" % victim
+            env.base + f"/schedulers/diagnostic/evict-leader-scheduler-{victim}"
         ) as r:
             diag = await r.json()
         assert diag["scheduler"] == f"evict-leader-scheduler-{victim}"
