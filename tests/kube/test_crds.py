@@ -183,7 +183,8 @@ async def test_immutable_fields(kube: KubeClient, namespace: str) -> None:
 def test_printer_columns_and_short_names(kube_cluster: KubeCluster) -> None:
     kubectl(kube_cluster, "create", "namespace", "cols", check=False)
     manifest = (
-        "apiVersion: kubepd.io/v1alpha1\nkind: TiKVCluster\nmetadata: {name: demo, namespace: cols}\n"
+        "apiVersion: kubepd.io/v1alpha1\nkind: TiKVCluster\n"
+        "metadata: {name: demo, namespace: cols}\n"
         "spec: {replicas: 3, image: tikv}\n"
     )
     subprocess.run(
