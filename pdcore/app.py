@@ -6,12 +6,10 @@ passed in explicitly through `ServerOptions`; nothing is read from globals.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
 from aiohttp import web
@@ -21,6 +19,7 @@ from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
+from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.config import ClusterConfig
@@ -29,8 +28,6 @@ from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
 from pdcore.service.node import Member, PdNode
 
 log = logging.getLogger("kubepd.server")
-
-DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 
 
 @dataclass
@@ -46,17 +43,6 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     tso_save_interval_ms: int = 3000
     enable_scheduling: bool = True
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parsed = urlparse(url if "://" in url else "http://" + url)
-    if not parsed.hostname or parsed.port is None:
-        raise ValueError(f"address {url!r} must look like http://HOST:PORT")
-    return parsed.hostname, parsed.port
-
-
-def member_id_of(name: str, url: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{name}|{url}".encode()).digest()[:8], "big") >> 1
 
 
 class PdServer:
@@ -79,7 +65,7 @@ class PdServer:
 
     async def start(self) -> None:
         opts = self.options
-        host, port = _host_port(opts.client_urls[0])
+        host, port = host_port(opts.client_urls[0])
         self._grpc = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
@@ -121,7 +107,7 @@ class PdServer:
         self._attach_scheduling_routes(app, node)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
-        shost, sport = _host_port(opts.status_addr)
+        shost, sport = host_port(opts.status_addr)
         site = web.TCPSite(self._http, shost, sport)
         await site.start()
         server = site._server

@@ -95,7 +95,13 @@ class Fleet:
         clock: ScaledClock,
         config: FleetConfig | None = None,
         seed: int = 1,
+        store_addresses: list[str] | None = None,
     ) -> None:
+        # With sidecars, store i talks to store_addresses[i % n], as a TiKV talks to the
+        # PD in its own pod.
+        self.store_addresses = store_addresses or []
+        self._stubs: dict[str, pdpb_pb2_grpc.PDStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
         self.pd_address = pd_address
         self.status_address = status_address
         self.clock = clock
@@ -121,6 +127,17 @@ class Fleet:
         self.scatter_ranges: list[tuple[bytes, bytes, str]] = []
 
     # -- small helpers -----------------------------------------------------------------
+    def stub_for(self, store_id: int) -> pdpb_pb2_grpc.PDStub:
+        if not self.store_addresses:
+            return self.stub
+        index = sorted(self.stores).index(store_id) if store_id in self.stores else 0
+        address = self.store_addresses[index % len(self.store_addresses)]
+        if address not in self._stubs:
+            ch = grpc.aio.insecure_channel(address)
+            self._channels.append(ch)
+            self._stubs[address] = pdpb_pb2_grpc.PDStub(ch)
+        return self._stubs[address]
+
     def header(self) -> pdpb_pb2.RequestHeader:
         return pdpb_pb2.RequestHeader(cluster_id=self.cluster_id)
 
@@ -208,7 +225,7 @@ class Fleet:
         )
 
     async def _put_store(self, s: SimStore) -> None:
-        resp = await self.stub.PutStore(
+        resp = await self.stub_for(s.id).PutStore(
             pdpb_pb2.PutStoreRequest(header=self.header(), store=self._store_pb(s))
         )
         if resp.header.HasField("error"):
@@ -224,7 +241,7 @@ class Fleet:
                     return
                 yield item
 
-        s.call = self.stub.RegionHeartbeat(requests())
+        s.call = self.stub_for(s.id).RegionHeartbeat(requests())
         s.tasks = [asyncio.get_running_loop().create_task(self._read(s))]
 
     async def _read(self, s: SimStore) -> None:
@@ -303,7 +320,7 @@ class Fleet:
                 slow_score=1,
             )
             calls.append(
-                self.stub.StoreHeartbeat(
+                self.stub_for(s.id).StoreHeartbeat(
                     pdpb_pb2.StoreHeartbeatRequest(header=self.header(), stats=stats)
                 )
             )
@@ -455,7 +472,7 @@ class Fleet:
             key = keys[0]
             if not (r.start < key and (not r.end or key < r.end)):
                 return
-            ask = await self.stub.AskBatchSplit(
+            ask = await self.stub_for(r.leader_store).AskBatchSplit(
                 pdpb_pb2.AskBatchSplitRequest(
                     header=self.header(),
                     region=codec.region_meta_to_pb(r.to_region()),
@@ -489,7 +506,7 @@ class Fleet:
             r.read_rate /= 2
             self.regions[new_id] = left
             self.stats.splits += 1
-            await self.stub.ReportBatchSplit(
+            await self.stub_for(r.leader_store).ReportBatchSplit(
                 pdpb_pb2.ReportBatchSplitRequest(
                     header=self.header(),
                     regions=[
@@ -603,6 +620,8 @@ class Fleet:
         for s in self.stores.values():
             self._close_stream(s)
         await self.channel.close(None)
+        for ch in self._channels:
+            await ch.close(None)
 
 
 def _key(i: int, n: int) -> bytes:

@@ -10,6 +10,7 @@ import sys
 # while their feature is being built.
 SUBCOMMANDS = (
     "pdcore.cli.serve",
+    "pdcore.cli.sidecar",
     "pdcore.cli.simulate",
     "pdcore.cli.demo",
     "pdcore.cli.schedulers",

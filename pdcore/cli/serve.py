@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pdcore.app import DEFAULT_MAX_MESSAGE_BYTES, PdServer, ServerOptions
+from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
+from pdcore.app import PdServer, ServerOptions
 from pdcore.cli import logs
 
 log = logging.getLogger("kubepd.serve")

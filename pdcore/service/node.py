@@ -112,6 +112,8 @@ class PdNode:
         self.global_config_revision = 0
         self.global_config_watchers: set[asyncio.Queue[int]] = set()
         self.min_resolved_ts: dict[int, int] = {}
+        # Followers' region-sync streams: every accepted meta change is pushed to each.
+        self.region_watchers: set[asyncio.Queue[Region]] = set()
         self.streams = HeartbeatStreams()
         self.scheduling: SchedulingHook | None = None
         self.stats = NodeStats()
@@ -127,7 +129,9 @@ class PdNode:
         self._store_persisted_at: dict[int, float] = {}
 
     # -- lifecycle -----------------------------------------------------------
-    async def start(self) -> None:
+    async def load_durable(self, serve_writes: bool = True) -> None:
+        """(Re)load durable state; with `serve_writes`, also take over TSO above the
+        last saved window — what a new leader does before it answers anything."""
         state = await self.meta_store.load()
         self.cluster_id = state.cluster_id or await self.meta_store.init_cluster_id(
             make_cluster_id(int(self.clock.now_s()), self._rng.getrandbits(32))
@@ -138,9 +142,28 @@ class PdNode:
         self.global_config = dict(state.global_config)
         if state.config is not None:
             self.config = state.config
+        self.ids = IdAllocator(step=self.ids.step)
         self.ids.start(state.id_mark)
         self._tso_saved = state.tso_window
-        await self._start_tso()
+        if serve_writes:
+            await self._start_tso()
+
+    async def become_leader(self) -> None:
+        """A follower that won the pd-leader lease: its region tree (the synced cache)
+        stays; durable marks are re-read and TSO restarts above the saved window."""
+        async with self._tso_lock, self._id_lock:
+            self.tso_alloc = TsoAllocator(
+                save_interval_ms=self.tso_alloc.save_interval_ms, physical=self.tso_alloc.physical
+            )
+            await self.load_durable(serve_writes=True)
+        log.info("became leader", extra={"id_mark": self.ids.end, "tso_window": self._tso_saved})
+
+    def step_down(self) -> None:
+        """Stop serving timestamps at once: nothing below our window may be reused."""
+        self.tso_alloc.saved_until = 0
+
+    async def start(self, serve_writes: bool = True) -> None:
+        await self.load_durable(serve_writes)
         if self.region_storage is not None:
             for region in await self.region_storage.load_regions():
                 try:
@@ -203,6 +226,8 @@ class PdNode:
     async def _tso_keeper(self) -> None:
         while True:
             await asyncio.sleep(0.05)
+            if not self._is_leader() or self.tso_alloc.saved_until == 0:
+                continue
             need = self.tso_alloc.window_needed(self._now_ms())
             if need is not None:
                 async with self._tso_lock:
@@ -213,6 +238,8 @@ class PdNode:
 
     async def tso(self, count: int) -> Timestamp:
         self.check_serving()
+        if self.tso_alloc.saved_until == 0:
+            raise NotLeader("tso is not ready on this member")
         self.stats.tso_requests += 1
         try:
             ts = self.tso_alloc.generate(count, self._now_ms())
@@ -433,6 +460,8 @@ class PdNode:
             self._dirty.deleted.add(r.id)
         self._dirty.deleted.discard(region.id)
         self._dirty.changed[region.id] = region
+        for q in self.region_watchers:
+            q.put_nowait(region)
         if self.scheduling is not None:
             self.scheduling.on_region_heartbeat(region, origin)
 

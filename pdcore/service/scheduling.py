@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,13 +63,16 @@ class SchedulingService:
         clock: Clock,
         config: ClusterConfig,
         rng: random.Random | None = None,
+        active: Callable[[], bool] | None = None,
     ) -> None:
+        # `active`: whether this process holds the scheduler role right now.
+        self.active = active or (lambda: True)
         self.view = view
         self.sink = sink
         self.clock = clock
         self.ids: deque[int] = deque()
         self.coordinator = Coordinator(
-            view, self._take_id, rng=rng or random.Random(), started_at=clock.monotonic_s()
+            view, self._take_id, rng=rng or random.Random(), started_at=clock.now_s()
         )
         self._task: asyncio.Task[None] | None = None
         self._refilling = False
@@ -82,7 +86,7 @@ class SchedulingService:
         return self.ids.popleft() if self.ids else None
 
     def _refill(self) -> None:
-        if self._refilling:
+        if self._refilling or not self.active():
             return
         self._refilling = True
 
@@ -121,6 +125,8 @@ class SchedulingService:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(TICK_WALL_S)
+            if not self.active():
+                continue
             now = self.now()
             try:
                 self._deliver(self.coordinator.tick(now))
@@ -140,6 +146,8 @@ class SchedulingService:
 
     # -- called by the node on every accepted heartbeat ----------------------------
     def on_region_heartbeat(self, region: Region, origin: Region | None) -> None:
+        if not self.active():
+            return
         self._deliver(self.coordinator.on_region_heartbeat(region, origin, self.now()))
 
     # -- API pass-throughs -----------------------------------------------------------

@@ -33,6 +33,7 @@ from pdcore.service.node import PdNode, UnknownStoreStream
 log = logging.getLogger("kubepd.grpc")
 
 KEEPALIVE_S = 60.0
+SYNC_BATCH = 1000
 ERR_UNKNOWN = pdpb_pb2.UNKNOWN
 
 
@@ -243,6 +244,53 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
             reader.cancel()
             if bound[0]:
                 node.streams.unbind(bound[0], deliver)
+
+    # -- region sync to followers (sidecars) ---------------------------------------------
+    async def SyncRegions(
+        self, request_iterator: AsyncIterator[Any], context: Ctx
+    ) -> AsyncIterator[Any]:
+        """A follower's cache feed: the whole tree first, then every meta change."""
+        async for req in request_iterator:
+            try:
+                self.validate(req.header)
+            except TransportError as e:
+                await context.abort(status_of(e), str(e))
+            break
+        node = self.node
+        queue: asyncio.Queue[Region] = asyncio.Queue()
+        node.region_watchers.add(queue)
+        try:
+            snapshot = list(node.tree)
+            for i in range(0, len(snapshot), SYNC_BATCH):
+                yield self._sync_batch(snapshot[i : i + SYNC_BATCH])
+            yield self._sync_batch([])  # marks the end of the snapshot
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < SYNC_BATCH:
+                    batch.append(queue.get_nowait())
+                yield self._sync_batch(batch)
+        finally:
+            node.region_watchers.discard(queue)
+
+    def _sync_batch(self, regions: list[Region]) -> Any:
+        resp = pdpb_pb2.SyncRegionResponse()
+        self.header(resp.header)
+        for r in regions:
+            codec.region_meta_to_pb(r, resp.regions.add())
+            leader = resp.region_leaders.add()
+            if r.leader is not None:
+                codec.peer_to_pb(r.leader, leader)
+            stat = resp.region_stats.add()
+            stat.bytes_written, stat.bytes_read = r.flow.bytes_written, r.flow.bytes_read
+            down = resp.down_peers.add()
+            for d in r.down_peers:
+                ps = down.peers.add()
+                codec.peer_to_pb(d.peer, ps.peer)
+                ps.down_seconds = d.down_seconds
+            pending = resp.pending_peers.add()
+            for p in r.pending_peers:
+                codec.peer_to_pb(p, pending.peers.add())
+        return resp
 
     # -- region lookups ----------------------------------------------------------------
     def _get_region_resp(self, region: Region | None) -> Any:

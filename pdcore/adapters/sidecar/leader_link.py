@@ -1,0 +1,168 @@
+"""A follower sidecar's link to the current pd-leader: who it is (from the Lease), one
+channel to it, batched TSO, forwarded unary calls, and the region-sync stream that
+keeps the local region cache current."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from pdcore.adapters import codec
+from pdcore.domain.errors import NotLeader, PdError
+from pdcore.domain.region import PeerStats, Region
+from pdcore.domain.tso import LOGICAL_BITS, Timestamp
+from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
+
+log = logging.getLogger("kubepd.sidecar")
+FORWARD_TIMEOUT_S = 5.0
+
+
+async def _one_then_wait(req: Any) -> AsyncIterator[Any]:
+    """A request stream that sends one message and stays open."""
+    yield req
+    await asyncio.Event().wait()
+
+
+def url_of(identity: str) -> str:
+    """Lease holder identities are `<pod>@<client url>`."""
+    return identity.split("@", 1)[1] if "@" in identity else ""
+
+
+def address_of(url: str) -> str:
+    return url.split("://", 1)[-1]
+
+
+class LeaderLink:
+    def __init__(self, holder: Callable[[], str], cluster_id: Callable[[], int]) -> None:
+        self._holder = holder
+        self._cluster_id = cluster_id
+        self._address = ""
+        self._channel: grpc.aio.Channel | None = None
+        self.stub: pdpb_pb2_grpc.PDStub | None = None
+        self._tso_waiters: list[tuple[int, asyncio.Future[Timestamp]]] = []
+        self._tso_wake = asyncio.Event()
+        self._tso_task: asyncio.Task[None] | None = None
+        self.forwarded = 0
+        self.tso_batches = 0
+
+    def current(self) -> pdpb_pb2_grpc.PDStub:
+        address = address_of(url_of(self._holder()))
+        if not address:
+            raise NotLeader("no pd-leader is known yet")
+        if address != self._address or self.stub is None:
+            if self._channel is not None:
+                asyncio.get_running_loop().create_task(self._channel.close(None))
+            self._address = address
+            self._channel = grpc.aio.insecure_channel(address)
+            self.stub = pdpb_pb2_grpc.PDStub(self._channel)
+        return self.stub
+
+    async def forward(self, method: str, request: Any) -> Any:
+        """Send a unary request to the leader unchanged; transport failures become
+        NotLeader so clients retry as they do with PD."""
+        stub = self.current()
+        self.forwarded += 1
+        try:
+            return await getattr(stub, method)(request, timeout=FORWARD_TIMEOUT_S)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise NotLeader(f"pd-leader {self._address} unreachable: {e.details()}") from None
+            raise
+
+    # -- TSO, batched: concurrent requests become one request to the leader -------------
+    async def tso(self, count: int) -> Timestamp:
+        fut: asyncio.Future[Timestamp] = asyncio.get_running_loop().create_future()
+        self._tso_waiters.append((count, fut))
+        self._tso_wake.set()
+        if self._tso_task is None or self._tso_task.done():
+            self._tso_task = asyncio.get_running_loop().create_task(self._tso_loop())
+        return await fut
+
+    async def _tso_loop(self) -> None:
+        call: Any = None
+        call_addr = ""
+        while True:
+            await self._tso_wake.wait()
+            self._tso_wake.clear()
+            batch, self._tso_waiters = self._tso_waiters, []
+            if not batch:
+                continue
+            total = sum(c for c, _ in batch)
+            try:
+                stub = self.current()
+                if call is None or call_addr != self._address:
+                    call, call_addr = stub.Tso(), self._address
+                await call.write(
+                    pdpb_pb2.TsoRequest(
+                        header=pdpb_pb2.RequestHeader(cluster_id=self._cluster_id()), count=total
+                    )
+                )
+                resp = await asyncio.wait_for(call.read(), FORWARD_TIMEOUT_S)
+                if resp is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    raise NotLeader("tso stream closed")
+                self.tso_batches += 1
+                top = (resp.timestamp.physical << LOGICAL_BITS) | resp.timestamp.logical
+                # The leader's batch is top-total+1 .. top; hand out consecutive slices.
+                end = top - total
+                for count, fut in batch:
+                    end += count
+                    if not fut.done():
+                        fut.set_result(
+                            Timestamp(end >> LOGICAL_BITS, end & ((1 << LOGICAL_BITS) - 1))
+                        )
+            except (grpc.aio.AioRpcError, NotLeader, TimeoutError) as e:
+                call = None
+                err = e if isinstance(e, NotLeader) else NotLeader(f"tso forwarding failed: {e}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+
+    # -- region sync ----------------------------------------------------------------------
+    async def sync_regions(
+        self,
+        apply: Callable[[Region], None],
+        member: pdpb_pb2.Member,
+        is_follower: Callable[[], bool],
+    ) -> None:
+        """Keep the local cache in sync while this sidecar follows; reconnects forever."""
+        while True:
+            if not is_follower():
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                stub = self.current()
+                req = pdpb_pb2.SyncRegionRequest(
+                    header=pdpb_pb2.RequestHeader(cluster_id=self._cluster_id()), member=member
+                )
+
+                async for resp in stub.SyncRegions(_one_then_wait(req)):
+                    for i, meta in enumerate(resp.regions):
+                        region = codec.region_meta_from_pb(meta)
+                        leader = resp.region_leaders[i] if i < len(resp.region_leaders) else None
+                        downs = resp.down_peers[i].peers if i < len(resp.down_peers) else []
+                        pend = resp.pending_peers[i].peers if i < len(resp.pending_peers) else []
+                        region = region.with_(
+                            leader=codec.peer_from_pb(leader)
+                            if leader is not None and leader.id
+                            else None,
+                            down_peers=tuple(
+                                PeerStats(codec.peer_from_pb(d.peer), d.down_seconds) for d in downs
+                            ),
+                            pending_peers=tuple(codec.peer_from_pb(p) for p in pend),
+                        )
+                        apply(region)
+                    if not is_follower():
+                        break
+            except (grpc.aio.AioRpcError, NotLeader, PdError) as e:
+                log.debug("region sync interrupted: %s", e)
+            await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self._tso_task is not None:
+            self._tso_task.cancel()
+        if self._channel is not None:
+            await self._channel.close(None)

@@ -1,0 +1,193 @@
+"""The PD gRPC API as a sidecar serves it to its local TiKV.
+
+On the pd-leader it is the ordinary PD service. On a follower: GetMembers names this
+sidecar (so TiKV keeps every stream local), region reads come from the synced cache,
+TSO is batched to the leader, writes are forwarded unchanged, and region heartbeats are
+ingested locally with only changes forwarded — on one upstream stream per TiKV stream,
+whose scheduling commands are relayed back to TiKV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from pdcore.adapters import codec
+from pdcore.adapters.grpc.errors import Ctx, status_of
+from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
+from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
+from pdcore.proto import pdpb_pb2
+from pdcore.service.node import PdNode
+
+log = logging.getLogger("kubepd.sidecar")
+
+FORWARDED_UNARY = (
+    "AllocID",
+    "Bootstrap",
+    "IsBootstrapped",
+    "GetStore",
+    "PutStore",
+    "GetAllStores",
+    "StoreHeartbeat",
+    "AskBatchSplit",
+    "AskSplit",
+    "ReportBatchSplit",
+    "ReportSplit",
+    "GetClusterConfig",
+    "PutClusterConfig",
+    "GetGCSafePoint",
+    "UpdateGCSafePoint",
+    "UpdateServiceGCSafePoint",
+    "GetOperator",
+    "ScatterRegion",
+    "SplitRegions",
+    "ReportMinResolvedTS",
+    "GetMinTS",
+    "IsSnapshotRecovering",
+    "LoadGlobalConfig",
+    "StoreGlobalConfig",
+)
+STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
+
+
+class SidecarService(PdService):
+    def __init__(self, node: PdNode, link: LeaderLink, is_leader: Callable[[], bool]) -> None:
+        super().__init__(node)
+        self.link = link
+        self.is_leader = is_leader
+        self.absorbed = 0
+        self.forwarded_heartbeats = 0
+
+    def validate(self, header: pdpb_pb2.RequestHeader) -> None:
+        """Cluster id and readiness only: who serves what is decided per RPC."""
+        if not self.node.started:
+            raise ServerNotStarted()
+        if header.cluster_id != self.node.cluster_id:
+            raise ClusterIdMismatch(self.node.cluster_id, header.cluster_id)
+
+    async def _forward(self, name: str, request: Any, context: Ctx) -> Any:
+        base = getattr(PdService, name)
+        if self.is_leader():
+            return await base(self, request, context)
+        try:
+            return await self.link.forward(name, request)
+        except TransportError as e:
+            await context.abort(status_of(e), str(e))
+        except grpc.aio.AioRpcError as e:
+            await context.abort(e.code(), e.details() or "")
+
+    # -- TSO: batched to the leader -------------------------------------------------------
+    async def Tso(self, request_iterator: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
+        if self.is_leader():
+            async for resp in super().Tso(request_iterator, context):
+                yield resp
+            return
+        async for req in request_iterator:
+            try:
+                self.validate(req.header)
+                if req.count == 0:
+                    await context.abort(grpc.StatusCode.UNKNOWN, "tso count should be positive")
+                ts = await (
+                    self.node.tso(req.count) if self.is_leader() else self.link.tso(req.count)
+                )
+            except TransportError as e:
+                await context.abort(status_of(e), str(e))
+            resp = pdpb_pb2.TsoResponse(count=req.count)
+            resp.header.cluster_id = self.node.cluster_id
+            resp.timestamp.physical, resp.timestamp.logical = ts.physical, ts.logical
+            yield resp
+
+    # -- region heartbeats: local ingest, forward changes, relay commands ---------------------
+    async def RegionHeartbeat(
+        self, request_iterator: AsyncIterator[Any], context: Ctx
+    ) -> AsyncIterator[Any]:
+        if self.is_leader():
+            async for resp in super().RegionHeartbeat(request_iterator, context):
+                yield resp
+            return
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        up: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+        last_forward: dict[int, float] = {}
+
+        async def upstream_requests() -> AsyncIterator[Any]:
+            while True:
+                item = await up.get()
+                if item is end:
+                    return
+                yield item
+
+        async def relay() -> None:
+            try:
+                call = self.link.current().RegionHeartbeat(upstream_requests())
+                async for resp in call:
+                    out.put_nowait(resp)  # commands and errors go back to TiKV as they are
+            except (grpc.aio.AioRpcError, NotLeader) as e:
+                log.info("upstream heartbeat stream ended: %s", e)
+            out.put_nowait(end)
+
+        async def read() -> None:
+            try:
+                async for req in request_iterator:
+                    try:
+                        self.validate(req.header)
+                    except TransportError as e:
+                        out.put_nowait(e)
+                        return
+                    region = codec.region_from_heartbeat(req)
+                    cached = self.node.tree.get(region.id)
+                    now = time.monotonic()
+                    changed = cached is None or not cached.same_meta(region)
+                    if changed:
+                        try:
+                            self.node.tree.put(region)
+                        except PdError:
+                            pass  # stale for us: the leader decides and answers
+                    elif (
+                        now - last_forward.get(region.id, -1e9) < STATS_FORWARD_S
+                        and not region.flow.bytes_written
+                    ):
+                        self.absorbed += 1
+                        continue
+                    last_forward[region.id] = now
+                    self.forwarded_heartbeats += 1
+                    up.put_nowait(req)
+            except Exception:
+                log.debug("local heartbeat stream ended", exc_info=True)
+            finally:
+                up.put_nowait(end)
+                out.put_nowait(end)
+
+        tasks = [
+            asyncio.get_running_loop().create_task(read()),
+            asyncio.get_running_loop().create_task(relay()),
+        ]
+        try:
+            while True:
+                item = await out.get()
+                if item is end:
+                    break
+                if isinstance(item, TransportError):
+                    await context.abort(status_of(item), str(item))
+                yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
+def _make_forwarder(name: str) -> Any:
+    async def handler(self: SidecarService, request: Any, context: Ctx) -> Any:
+        return await self._forward(name, request, context)
+
+    handler.__name__ = name
+    return handler
+
+
+for _name in FORWARDED_UNARY:
+    setattr(SidecarService, _name, _make_forwarder(_name))

@@ -1,0 +1,193 @@
+"""SidecarServer: kubepd as the PD sidecar of one TiKV pod, on Kubernetes.
+
+Durable state is in custom resources (KubeStore). Every sidecar competes for the
+`<cluster>-pd-leader` Lease; the holder serves TSO, IDs and metadata writes and the
+authoritative region view, and — while nobody else holds the `<cluster>-scheduler`
+Lease — also schedules. The others serve their local TiKV as followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+
+from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.meta_storage import MetaStorageService
+from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.metrics import Metrics
+from pdcore.adapters.http.scheduling_api import add_scheduling_routes
+from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.lease import LeaseRole
+from pdcore.adapters.kube.store import KubeStore
+from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
+from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.sidecar.service import SidecarService
+from pdcore.adapters.storage.local import LocalStore
+from pdcore.domain.region import Region
+from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
+from pdcore.service.node import Member, PdNode
+from pdcore.service.scheduling import SchedulingService
+
+log = logging.getLogger("kubepd.sidecar")
+
+
+@dataclass
+class SidecarOptions:
+    namespace: str
+    cluster: str
+    pod_name: str
+    kubeconfig: str | None = None
+    client_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    advertise_client_urls: list[str] | None = None
+    status_addr: str = "127.0.0.1:2381"
+    data_dir: str | None = None  # region snapshot for warm restarts
+    lease_duration_s: float = 5.0
+    renew_period_s: float = 1.0
+    tso_save_interval_ms: int = 3000
+
+
+class SidecarServer:
+    def __init__(self, opts: SidecarOptions) -> None:
+        self.opts = opts
+        self.client = KubeClient.auto(opts.kubeconfig)
+        self.store = KubeStore(self.client, opts.namespace, opts.cluster)
+        self.ready = False
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.client_address = ""
+
+    def is_leader(self) -> bool:
+        return self.ready and self.leader_lease.is_held()
+
+    async def start(self) -> None:
+        o = self.opts
+        host, port = host_port(o.client_urls[0])
+        self._grpc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
+        )
+        bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        self.client_address = f"{host}:{bound}"
+        url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
+        identity = f"{o.pod_name}@{url}"
+        self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
+        self.leader_lease = LeaseRole(
+            self.client,
+            o.namespace,
+            f"{o.cluster}-pd-leader",
+            identity,
+            o.lease_duration_s,
+            o.renew_period_s,
+            on_change=self._leader_changed,
+        )
+        self.sched_lease = LeaseRole(
+            self.client,
+            o.namespace,
+            f"{o.cluster}-scheduler",
+            identity,
+            o.lease_duration_s,
+            o.renew_period_s,
+        )
+        regions = LocalStore(o.data_dir) if o.data_dir else None
+        self.node = PdNode(
+            meta=self.store,
+            region_storage=regions,
+            clock=SystemClock(),
+            member=self.member,
+            is_leader=self.is_leader,
+            tso_save_interval_ms=o.tso_save_interval_ms,
+        )
+        await self.node.start(serve_writes=False)
+        self.link = LeaderLink(lambda: self.leader_lease.holder, lambda: self.node.cluster_id)
+        self.scheduling = SchedulingService(
+            self.node,
+            self.node.streams,
+            self.node.clock,
+            self.node.config,
+            active=lambda: self.is_leader() and self.sched_lease.is_held(),
+        )
+        self.node.scheduling = self.scheduling
+        self.service = SidecarService(self.node, self.link, self.is_leader)
+        pdpb_pb2_grpc.add_PDServicer_to_server(self.service, self._grpc)
+        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
+            MetaStorageService(self.node), self._grpc
+        )
+        app = build_app(self.node, Metrics(self.node))
+        add_scheduling_routes(app, self.scheduling)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        shost, sport = host_port(o.status_addr)
+        await web.TCPSite(self._http, shost, sport).start()
+        await self._grpc.start()
+        self.leader_lease.start()
+        self.sched_lease.start(may_acquire=self.is_leader)
+        self.scheduling.start()
+        loop = asyncio.get_running_loop()
+        member_pb = pdpb_pb2.Member(
+            name=self.member.name,
+            member_id=self.member.member_id,
+            client_urls=list(self.member.client_urls),
+        )
+        self._tasks = [
+            loop.create_task(
+                self.link.sync_regions(self._apply_synced, member_pb, lambda: not self.is_leader())
+            ),
+            loop.create_task(self._refresh_follower()),
+        ]
+        log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
+
+    def _leader_changed(self, held: bool) -> None:
+        if held:
+            asyncio.get_running_loop().create_task(self._take_over())
+        else:
+            self.ready = False
+            self.node.step_down()
+            log.warning("lost the pd-leader lease; serving as a follower")
+
+    async def _take_over(self) -> None:
+        try:
+            await self.node.become_leader()
+            self.ready = self.leader_lease.is_held()
+            log.info("serving as pd-leader", extra={"regions": len(self.node.tree)})
+        except Exception:
+            log.exception("could not take over as pd-leader")
+            await self.leader_lease.release()
+
+    def _apply_synced(self, region: Region) -> None:
+        try:
+            self.node.tree.put(region)
+        except Exception:
+            pass  # an older copy than ours
+
+    async def _refresh_follower(self) -> None:
+        """Followers re-read durable state (bootstrap, stores) now and then."""
+        while True:
+            await asyncio.sleep(2.0)
+            if not self.is_leader():
+                try:
+                    await self.node.load_durable(serve_writes=False)
+                except Exception:
+                    log.debug("refresh failed", exc_info=True)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.scheduling.stop()
+        await self.leader_lease.stop(release=True)
+        await self.sched_lease.stop(release=True)
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.node.stop()
+        await self.link.close()
+        await self.client.close()
+
+
+def default_data_dir(pod: str) -> str:
+    return str(Path("data") / pod)
