@@ -10,6 +10,7 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -62,6 +63,8 @@ class PdServer:
         self.status_address = ""
         self.node: PdNode | None = None
         self.metrics: Metrics | None = None
+        self.policies: Any = None
+        self.wasm_host: Any = None
 
     async def start(self) -> None:
         opts = self.options
@@ -139,8 +142,23 @@ class PdServer:
             return
         routes = importlib.import_module("pdcore.adapters.http.scheduling_api")
         routes.add_scheduling_routes(app, node.scheduling)
+        try:
+            from pdcore.adapters.http.policy_api import add_policy_routes
+            from pdcore.adapters.wasm.host import WasmHost
+            from pdcore.service.policies import PolicyService
+        except ImportError:  # wasmtime not installed: no policies
+            log.warning("wasmtime not available; Wasm policies are off")
+            return
+        self.wasm_host = WasmHost()
+        self.policies = PolicyService(node.scheduling)  # type: ignore[arg-type]
+        self.policies.start()
+        add_policy_routes(app, self.policies, self.wasm_host)
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.policies is not None:
+            await self.policies.stop()
+        if self.wasm_host is not None:
+            self.wasm_host.close()
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
         if self._http is not None:

@@ -31,6 +31,8 @@ class Case:
     replication: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     prepare: Callable[[Fleet], None] | None = None
+    # Called with the embedded server before the fleet starts (e.g. to swap schedulers).
+    prepare_server: Callable[[PdServer], None] | None = None
     speed: float = 60.0
     settle_s: float = 20.0  # the predicate is judged only after this much sim time
     hold_s: float = 0.0  # the predicate must hold this long (stable-env)
@@ -101,6 +103,8 @@ async def run_case(
         )
     )
     await server.start()
+    if case.prepare_server is not None:
+        case.prepare_server(server)
     fleet = Fleet(server.client_address, server.status_address, clock, fleet_config, seed=seed)
     wall0 = time.monotonic()
     try:

@@ -14,6 +14,7 @@ SUBCOMMANDS = (
     "pdcore.cli.simulate",
     "pdcore.cli.demo",
     "pdcore.cli.schedulers",
+    "pdcore.cli.policy",
 )
 
 

@@ -1,1 +1,2 @@
-"""Wasm scheduling policy ABI: pure encoders and decoders."""
+"""Scheduling policies in WebAssembly: the versioned data ABI (pure encoders and
+decoders) and the host-side validation of what a policy proposes."""

@@ -1,0 +1,15 @@
+;; Hostile test policy: Traps at once.
+(module
+  (import "kubepd" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "kubepd_abi_version") (result i32) (i32.const 1))
+  (func (export "kubepd_reset") (global.set $bump (i32.const 1024)))
+  (func (export "kubepd_alloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.const 64)))))
+    (local.get $p))
+  (func (export "kubepd_schedule") (param i32 i32) (result i64) unreachable)
+)

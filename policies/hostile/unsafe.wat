@@ -1,0 +1,16 @@
+;; Hostile test policy: Well-formed proposals that no host may accept.
+(module
+  (import "kubepd" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "kubepd_abi_version") (result i32) (i32.const 1))
+  (func (export "kubepd_reset") (global.set $bump (i32.const 1024)))
+  (func (export "kubepd_alloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.const 64)))))
+    (local.get $p))
+  (data (i32.const 64) "\4b\50\44\52\03\00\00\00\01\00\00\00\00\00\00\00\3f\42\0f\00\00\00\00\00\01\00\00\00\01\00\00\00\01\00\00\00\00\00\00\00\02\00\00\00\00\00\00\00\98\00\00\00\0e\00\00\00\01\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\39\30\00\00\00\00\00\00\a6\00\00\00\1b\00\00\00\04\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\c1\00\00\00\15\00\00\00\6e\6f\20\73\75\63\68\20\72\65\67\69\6f\6e\74\61\72\67\65\74\20\73\74\6f\72\65\20\64\6f\65\73\20\6e\6f\74\20\65\78\69\73\74\72\65\6d\6f\76\65\20\74\68\65\20\6f\6e\6c\79\20\76\6f\74\65\72")
+  (func (export "kubepd_schedule") (param i32 i32) (result i64) (i64.const 274877907158))
+)
