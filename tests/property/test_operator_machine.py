@@ -1,0 +1,75 @@
+"""Property: whatever happens to a region while an operator runs on it — steps applied,
+heartbeats lost or repeated, the region changed underneath, time passing — the operator
+ends in a legal state, and SUCCESS means the region really has the target peers."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pdcore.domain.commands import ChangePeer, ChangePeerV2, ConfChangeType, TransferLeader
+from pdcore.domain.region import Peer
+from pdcore.scheduling.controller import OperatorController
+from pdcore.scheduling.operator import OpStatus, move_peer
+from pdsim.model import SimRegion
+from tests.unit.scheduling.helpers import NOW, cluster, store
+
+EVENTS = st.lists(st.sampled_from(["apply", "apply", "apply", "drop", "split", "tick", "wait"]), max_size=40)
+
+
+def apply(r: SimRegion, body: object) -> None:
+    """What TiKV does with a command (the simulator's rules)."""
+    if isinstance(body, ChangePeer):
+        if body.change_type == ConfChangeType.ADD_LEARNER_NODE and r.add_learner(body.peer):
+            r.pending.clear()  # the snapshot arrives
+        elif body.change_type == ConfChangeType.ADD_NODE:
+            r.promote(body.peer.store_id)
+        elif body.change_type == ConfChangeType.REMOVE_NODE:
+            r.remove(body.peer.store_id)
+    elif isinstance(body, ChangePeerV2):
+        if body.changes:
+            r.enter_joint([c.peer.store_id for c in body.changes if c.change_type == ConfChangeType.ADD_NODE],
+                          [c.peer.store_id for c in body.changes if c.change_type != ConfChangeType.ADD_NODE])
+        else:
+            r.leave_joint()
+    elif isinstance(body, TransferLeader):
+        p = r.peer_on(body.peer.store_id)
+        if p is not None and p.role == 0:
+            r.leader_id = p.id
+
+
+@settings(max_examples=300, deadline=None)
+@given(EVENTS, st.booleans(), st.booleans())
+def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bool) -> None:
+    c = cluster([store(i) for i in (1, 2, 3, 4)], [])
+    sim = SimRegion(1, b"a", b"b", [Peer(11, 1), Peer(12, 2), Peer(13, 3)], leader_id=11 if leader_moves else 12,
+                    conf_ver=3, version=1)
+    c.tree.put(sim.to_region())
+    ctrl = OperatorController(c)
+    op = move_peer(c.tree.get(1), 1, 4, 99, "prop", joint=joint)  # type: ignore[arg-type]
+    assert ctrl.add(op, NOW) is None
+    now = NOW
+    pending = ctrl.dispatch(c.tree.get(1), now, force=True)  # type: ignore[arg-type]
+    for ev in events:
+        if op.status.finished:
+            break
+        if ev == "apply" and pending:
+            _, cmd = pending[-1]
+            if cmd.epoch == sim.epoch():
+                apply(sim, cmd.body)
+        elif ev == "split":
+            sim.version += 1
+            sim.end = b"az"
+        elif ev == "wait":
+            now += 30
+        region = sim.to_region()
+        c.tree.put(region)
+        pending = ctrl.tick(now) if ev == "tick" else ctrl.dispatch(region, now)
+    assert op.status in {OpStatus.CREATED, OpStatus.STARTED, OpStatus.SUCCESS, OpStatus.CANCELED, OpStatus.TIMEOUT}
+    if op.status == OpStatus.SUCCESS:
+        stores = {p.store_id for p in sim.peers}
+        assert stores == {2, 3, 4} and all(p.role == 0 for p in sim.peers)
+    if op.status.finished:
+        assert 1 not in ctrl.running and ctrl.dispatch(sim.to_region(), now) == []
+    else:
+        assert sim.version == 1  # a split always cancels a move

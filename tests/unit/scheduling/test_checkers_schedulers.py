@@ -1,0 +1,212 @@
+"""Scores, filters with reasons, the rule and merge checkers, and the schedulers on
+hand-built clusters."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pdcore.domain.config import ScheduleConfig
+from pdcore.domain.region import Peer, PeerStats, Region, RegionEpoch
+from pdcore.scheduling import filters
+from pdcore.scheduling.checkers import CheckContext, MergeChecker, RuleChecker
+from pdcore.scheduling.controller import OperatorController
+from pdcore.scheduling.coordinator import Coordinator
+from pdcore.scheduling.diagnostics import Diagnosis
+from pdcore.scheduling.rules import LabelConstraint, Rule, default_rules
+from pdcore.scheduling.schedulers.balance_leader import BalanceLeader
+from pdcore.scheduling.schedulers.balance_region import BalanceRegion
+from pdcore.scheduling.schedulers.base import SchedContext
+from pdcore.scheduling.schedulers.evict_leader import EvictLeader
+from pdcore.scheduling.scores import distinct_score, is_low_space, region_score
+from pdcore.scheduling.steps import AddLearnerStep, MergeStep, RemovePeerStep
+from tests.unit.scheduling.helpers import NOW, cluster, id_source, region, store
+
+
+def ctx_for(c: object) -> SchedContext:
+    return SchedContext(c, OperatorController(c), NOW, random.Random(1), id_source())  # type: ignore[arg-type]
+
+
+def check_ctx(c: object, rules: list[Rule] | None = None) -> CheckContext:
+    return CheckContext(c, rules or default_rules(c.config.replication), NOW, id_source())  # type: ignore[attr-defined, arg-type]
+
+
+# -- scores and filters -------------------------------------------------------------------
+def test_region_score_grows_as_space_runs_out() -> None:
+    cfg = ScheduleConfig()
+    c = cluster(
+        [store(1), store(2, available_gib=100), store(3, available_gib=10)],
+        [region(1, [1, 2, 3], size=1000)],
+    )
+    roomy, tight, full = (region_score(c.tree, c.get_store(i), cfg) for i in (1, 2, 3))  # type: ignore[arg-type]
+    assert roomy < tight < full
+    assert is_low_space(c.get_store(3), cfg, 1000) and not is_low_space(c.get_store(1), cfg, 1000)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"hb_age": 30}, "disconnected"),
+        ({"hb_age": 4000}, "down"),
+        ({"offline": True}, "offline"),
+        ({}, ""),
+    ],
+)
+def test_leader_target_filter_says_why(kw: dict[str, object], reason: str) -> None:
+    s = store(1, **kw)  # type: ignore[arg-type]
+    got = filters.leader_target(s, NOW, ScheduleConfig(), set())
+    assert (reason in got) if reason else got == ""
+
+
+def test_distinct_score_prefers_other_zones() -> None:
+    a, b, c = store(1, zone="z1"), store(2, zone="z1"), store(3, zone="z2")
+    assert distinct_score(("zone",), c, [a]) > distinct_score(("zone",), b, [a])
+
+
+# -- rule checker ----------------------------------------------------------------------------
+def test_missing_replica_added_in_another_zone() -> None:
+    stores = [store(1, zone="z1"), store(2, zone="z2"), store(3, zone="z1"), store(4, zone="z3")]
+    c = cluster(stores, [region(1, [1, 2])], location_labels=("zone",))
+    op, why = RuleChecker().check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert (
+        op is not None and isinstance(op.steps[0], AddLearnerStep) and op.steps[0].to_store == 4
+    ), why
+
+
+def test_down_peer_is_replaced_offline_peer_too() -> None:
+    stores = [store(1), store(2), store(3, hb_age=4000), store(4)]
+    c = cluster(stores, [region(1, [1, 2, 3])])
+    op, _ = RuleChecker().check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert op is not None and op.desc == "replace-rule-down-peer"
+    assert any(isinstance(s, RemovePeerStep) and s.from_store == 3 for s in op.steps)
+    c2 = cluster([store(1), store(2), store(3, offline=True), store(4)], [region(1, [1, 2, 3])])
+    op2, _ = RuleChecker().check(check_ctx(c2), c2.tree.get(1))  # type: ignore[arg-type]
+    assert op2 is not None and op2.desc == "replace-rule-offline-peer"
+
+
+def test_extra_replica_removed_and_fit_region_left_alone() -> None:
+    c = cluster([store(i) for i in range(1, 5)], [region(1, [1, 2, 3, 4]), region(2, [1, 2, 3])])
+    op, _ = RuleChecker().check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert op is not None and op.desc == "remove-peer"
+    none, why = RuleChecker().check(check_ctx(c), c.tree.get(2))  # type: ignore[arg-type]
+    assert none is None and why == "region fits its rules"
+
+
+def test_label_constraint_rule_places_the_learner() -> None:
+    stores = [
+        store(1, zone="z1"),
+        store(2, zone="z2"),
+        store(3, zone="z3"),
+        store(4, zone="tiflash"),
+    ]
+    rules = [
+        Rule(count=3),
+        Rule(
+            id="learner",
+            role="learner",
+            count=1,
+            label_constraints=(LabelConstraint("zone", "in", ("tiflash",)),),
+        ),
+    ]
+    c = cluster(stores, [region(1, [1, 2, 3])])
+    op, _ = RuleChecker().check(check_ctx(c, rules), c.tree.get(1))  # type: ignore[arg-type]
+    assert op is not None and op.steps[0].to_store == 4 and len(op.steps) == 1  # type: ignore[union-attr]
+
+
+def test_down_peer_reported_by_the_leader_is_replaced() -> None:
+    r = region(1, [1, 2, 3])
+    r = r.with_(down_peers=(PeerStats(r.peer_on(3), 4000),))  # type: ignore[arg-type]
+    c = cluster([store(i) for i in range(1, 5)], [])
+    c.tree.put(r)
+    op, _ = RuleChecker().check(check_ctx(c), r)
+    assert op is not None and op.desc == "replace-rule-down-peer"
+    assert any(isinstance(s, AddLearnerStep) and s.to_store == 4 for s in op.steps)
+
+
+# -- merge checker -----------------------------------------------------------------------------
+def test_merge_small_neighbours_only_after_split_merge_interval() -> None:
+    regions = [
+        region(1, [1, 2, 3], size=5, start=b"a", end=b"b"),
+        region(2, [1, 2, 3], size=5, start=b"b", end=b"c"),
+    ]
+    c = cluster([store(i) for i in (1, 2, 3)], regions, split_merge_interval_s=3600.0)
+    early = MergeChecker(started_at=NOW - 10)
+    assert early.check(check_ctx(c), c.tree.get(1))[0] == []  # type: ignore[arg-type]
+    checker = MergeChecker(started_at=NOW - 7200)
+    checker.split_at[2] = NOW - 60
+    assert checker.check(check_ctx(c), c.tree.get(1))[0] == []  # type: ignore[arg-type]
+    checker.split_at.clear()
+    ops, _ = checker.check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert [type(o.steps[0]) for o in ops] == [MergeStep, MergeStep]
+    assert ops[0].steps[0].passive is False and ops[1].steps[0].passive is True  # type: ignore[union-attr]
+
+
+# -- schedulers ---------------------------------------------------------------------------------
+def test_balance_leader_moves_toward_even() -> None:
+    regions = [region(i, [1, 2, 3], leader=1) for i in range(1, 31)]
+    c = cluster([store(1), store(2), store(3)], regions)
+    diag = Diagnosis("balance-leader")
+    ops = BalanceLeader().schedule(ctx_for(c), diag)
+    assert len(ops) == 4 and all(o.steps[0].from_store == 1 for o in ops)  # type: ignore[union-attr]
+
+
+def test_balance_leader_does_nothing_when_balanced_and_says_why() -> None:
+    regions = [region(i, [1, 2, 3], leader=1 + i % 3) for i in range(1, 31)]
+    c = cluster([store(1), store(2), store(3)], regions)
+    diag = Diagnosis("balance-leader")
+    assert BalanceLeader().schedule(ctx_for(c), diag) == []
+    assert "tolerance" in diag.summary or any("tolerance" in p.reason for p in diag.plans)
+
+
+def test_diagnosis_names_filtered_targets() -> None:
+    regions = [region(i, [1, 2, 3], leader=1) for i in range(1, 31)]
+    c = cluster([store(1), store(2, hb_age=30), store(3, hb_age=30)], regions)
+    diag = Diagnosis("balance-leader")
+    assert BalanceLeader().schedule(ctx_for(c), diag) == []
+    assert any(p.stage == "target" and "disconnected" in p.reason for p in diag.plans)
+
+
+def test_balance_region_respects_tolerance() -> None:
+    full = [region(i, [1, 2, 3], size=96) for i in range(1, 41)]
+    c = cluster([store(i) for i in (1, 2, 3, 4)], full)
+    ops = BalanceRegion().schedule(ctx_for(c), Diagnosis("r"))
+    assert len(ops) == 1 and any(
+        isinstance(s, AddLearnerStep) and s.to_store == 4 for s in ops[0].steps
+    )
+    even = [region(i, [1 + i % 4, 1 + (i + 1) % 4, 1 + (i + 2) % 4], size=96) for i in range(1, 41)]
+    c2 = cluster([store(i) for i in (1, 2, 3, 4)], even)
+    assert BalanceRegion().schedule(ctx_for(c2), Diagnosis("r")) == []
+
+
+def test_evict_leader_empties_a_store() -> None:
+    regions = [region(i, [1, 2, 3], leader=2) for i in range(1, 11)]
+    c = cluster([store(1), store(2), store(3)], regions)
+    ops = EvictLeader([2], batch=10).schedule(ctx_for(c), Diagnosis("e"))
+    assert len(ops) == 10 and all(o.steps[0].to_store != 2 for o in ops)  # type: ignore[union-attr]
+
+
+def test_coordinator_runs_schedulers_and_patrol() -> None:
+    regions = [region(i, [1, 2, 3], leader=1) for i in range(1, 31)] + [region(50, [1, 2])]
+    c = cluster([store(1), store(2), store(3), store(4)], regions)
+    coord = Coordinator(
+        c,
+        id_source(),
+        started_at=NOW,  # type: ignore[arg-type]
+        schedulers=("balance-leader-scheduler",),
+    )
+    sends = coord.tick(NOW)
+    kinds = {op.desc for op in coord.controller.running.values()}
+    assert "transfer-leader" in kinds and "add-rule-peer" in kinds
+    assert sends, "the first step of every new operator is sent at once"
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        coord.add_scheduler("no-such", {})
+    coord.add_scheduler("evict-leader-scheduler", {"store_id": 1})
+    assert coord.evicted_stores() == {1}
+
+
+def test_stale_region_in_view_is_not_scheduled() -> None:
+    r = Region(7, b"a", b"b", RegionEpoch(1, 1), (Peer(1, 1),), leader=Peer(1, 1))
+    c = cluster([store(1), store(2), store(3)], [r])
+    op, why = RuleChecker().check(check_ctx(c), r)
+    assert op is not None and "missing 2 replicas" in op.reason, why
