@@ -14,7 +14,9 @@ from pdcore.scheduling.operator import OpStatus, move_peer
 from pdsim.model import SimRegion
 from tests.unit.scheduling.helpers import NOW, cluster, store
 
-EVENTS = st.lists(st.sampled_from(["apply", "apply", "apply", "drop", "split", "tick", "wait"]), max_size=40)
+EVENTS = st.lists(
+    st.sampled_from(["apply", "apply", "apply", "drop", "split", "tick", "wait"]), max_size=40
+)
 
 
 def apply(r: SimRegion, body: object) -> None:
@@ -28,8 +30,10 @@ def apply(r: SimRegion, body: object) -> None:
             r.remove(body.peer.store_id)
     elif isinstance(body, ChangePeerV2):
         if body.changes:
-            r.enter_joint([c.peer.store_id for c in body.changes if c.change_type == ConfChangeType.ADD_NODE],
-                          [c.peer.store_id for c in body.changes if c.change_type != ConfChangeType.ADD_NODE])
+            r.enter_joint(
+                [c.peer.store_id for c in body.changes if c.change_type == ConfChangeType.ADD_NODE],
+                [c.peer.store_id for c in body.changes if c.change_type != ConfChangeType.ADD_NODE],
+            )
         else:
             r.leave_joint()
     elif isinstance(body, TransferLeader):
@@ -42,8 +46,15 @@ def apply(r: SimRegion, body: object) -> None:
 @given(EVENTS, st.booleans(), st.booleans())
 def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bool) -> None:
     c = cluster([store(i) for i in (1, 2, 3, 4)], [])
-    sim = SimRegion(1, b"a", b"b", [Peer(11, 1), Peer(12, 2), Peer(13, 3)], leader_id=11 if leader_moves else 12,
-                    conf_ver=3, version=1)
+    sim = SimRegion(
+        1,
+        b"a",
+        b"b",
+        [Peer(11, 1), Peer(12, 2), Peer(13, 3)],
+        leader_id=11 if leader_moves else 12,
+        conf_ver=3,
+        version=1,
+    )
     c.tree.put(sim.to_region())
     ctrl = OperatorController(c)
     op = move_peer(c.tree.get(1), 1, 4, 99, "prop", joint=joint)  # type: ignore[arg-type]
@@ -65,7 +76,13 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
         region = sim.to_region()
         c.tree.put(region)
         pending = ctrl.tick(now) if ev == "tick" else ctrl.dispatch(region, now)
-    assert op.status in {OpStatus.CREATED, OpStatus.STARTED, OpStatus.SUCCESS, OpStatus.CANCELED, OpStatus.TIMEOUT}
+    assert op.status in {
+        OpStatus.CREATED,
+        OpStatus.STARTED,
+        OpStatus.SUCCESS,
+        OpStatus.CANCELED,
+        OpStatus.TIMEOUT,
+    }
     if op.status == OpStatus.SUCCESS:
         stores = {p.store_id for p in sim.peers}
         assert stores == {2, 3, 4} and all(p.role == 0 for p in sim.peers)
@@ -73,3 +90,22 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
         assert 1 not in ctrl.running and ctrl.dispatch(sim.to_region(), now) == []
     else:
         assert sim.version == 1  # a split always cancels a move
+
+
+def test_the_property_reaches_success_when_every_step_applies() -> None:
+    """Guard against a vacuous property: applying every step does finish the move."""
+    c = cluster([store(i) for i in (1, 2, 3, 4)], [])
+    sim = SimRegion(
+        1, b"a", b"b", [Peer(11, 1), Peer(12, 2), Peer(13, 3)], leader_id=11, conf_ver=3, version=1
+    )
+    c.tree.put(sim.to_region())
+    ctrl = OperatorController(c)
+    op = move_peer(c.tree.get(1), 1, 4, 99, "prop")  # type: ignore[arg-type]
+    ctrl.add(op, NOW)
+    pending = ctrl.dispatch(sim.to_region(), NOW, force=True)
+    for _ in range(10):
+        for _, cmd in pending:
+            apply(sim, cmd.body)
+        c.tree.put(sim.to_region())
+        pending = ctrl.dispatch(sim.to_region(), NOW)
+    assert op.status == OpStatus.SUCCESS
