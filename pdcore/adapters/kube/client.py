@@ -57,6 +57,7 @@ class KubeClient:
     ) -> None:
         self.server = server.rstrip("/")
         self.token = token
+        self.ca_file = ca_file
         ctx = (
             ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
         )

@@ -1,0 +1,6 @@
+{{- define "kubepd.labels" -}}
+app.kubernetes.io/name: kubepd-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

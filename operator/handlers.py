@@ -1,0 +1,140 @@
+"""The kopf handlers: reconcile each TiKVCluster into the objects of `resources`,
+idempotently, with conditions, a phase and events.
+
+Run with `kopf run -m pd_operator.handlers --all-namespaces` (or `-n NS`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import kopf
+from pd_operator import resources
+
+from pdcore.adapters.kube.client import ApiError, Conflict, KubeClient, NotFound
+
+GROUP, VERSION, PLURAL = "kubepd.io", "v1alpha1", "tikvclusters"
+_client: KubeClient | None = None
+
+PATHS = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+}
+
+
+def client() -> KubeClient:
+    global _client  # one client per operator process, made on first use
+    if _client is None:
+        _client = KubeClient.auto()
+    return _client
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Credentials from $KUBECONFIG or the pod's service account, as the sidecars use."""
+    c = client()
+    return kopf.ConnectionInfo(server=c.server, ca_path=c.ca_file, token=c.token)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = 20  # INFO and above become Kubernetes events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.persistence.finalizer = "kubepd.io/finalizer"
+
+
+async def apply(obj: dict[str, Any]) -> str:
+    """Create or update one owned object; returns what happened."""
+    base, plural = PATHS[obj["kind"]]
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    path = f"{base}/namespaces/{ns}/{plural}"
+    try:
+        current = await client().get(f"{path}/{name}")
+    except NotFound:
+        await client().create(path, obj)
+        return "created"
+    desired_spec = obj.get("spec", obj.get("data"))
+    key = "spec" if "spec" in obj else "data"
+    if obj["kind"] == "Service":  # clusterIP etc. are set by the API server
+        desired_spec = {**current.get("spec", {}), **obj["spec"]}
+    if (
+        current.get(key) == desired_spec
+        and current["metadata"].get("labels") == obj["metadata"]["labels"]
+    ):
+        return "unchanged"
+    await client().patch(
+        f"{path}/{name}", {"metadata": {"labels": obj["metadata"]["labels"]}, key: obj[key]}
+    )
+    return "updated"
+
+
+def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    raw = dict(body)
+    actions = []
+    for obj in resources.all_objects(raw):
+        try:
+            what = await apply(obj)
+        except (ApiError, Conflict) as e:
+            kopf.warn(
+                raw,
+                reason="ReconcileFailed",
+                message=f"{obj['kind']} {obj['metadata']['name']}: {e}",
+            )
+            raise kopf.TemporaryError(str(e), delay=5) from None
+        if what != "unchanged":
+            actions.append(f"{what} {obj['kind']} {obj['metadata']['name']}")
+            kopf.info(
+                raw,
+                reason=what.capitalize(),
+                message=f"{what} {obj['kind']} {obj['metadata']['name']}",
+            )
+    patch.status["phase"] = (
+        "Reconciling" if actions else body.get("status", {}).get("phase", "Reconciling")
+    )
+    patch.status["observedGeneration"] = body["metadata"].get("generation")
+    patch.status["conditions"] = [
+        condition("Reconciled", True, "Applied", "; ".join(actions) or "all objects up to date")
+    ]
+    logger.info("reconciled %s", raw["metadata"]["name"])
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, idle=2.0)
+async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Status that tells health at a glance: ready pods vs desired, and a phase."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        sts = await client().get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/{name}")
+    except NotFound:
+        return
+    want = int(body["spec"]["replicas"])
+    ready = int(sts.get("status", {}).get("readyReplicas", 0) or 0)
+    phase = (
+        "Running"
+        if ready == want
+        else ("Scaling" if sts["spec"]["replicas"] != want else "Progressing")
+    )
+    if (
+        body.get("status", {}).get("readyReplicas") != ready
+        or body.get("status", {}).get("phase") != phase
+    ):
+        patch.status["readyReplicas"] = ready
+        patch.status["phase"] = phase
+        patch.status["conditions"] = [
+            condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready")
+        ]

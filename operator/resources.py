@@ -1,0 +1,238 @@
+"""What a TiKVCluster becomes: pure builders of the Kubernetes objects (no I/O).
+
+A StatefulSet whose pods run TiKV and the kubepd sidecar, a headless Service for
+peers, a client Service, a PodDisruptionBudget allowing one pod down, and a ConfigMap
+with TiKV's and kubepd's configuration. The operator owns all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Obj = dict[str, Any]
+PD_PORT, TIKV_PORT, STATUS_PORT = 2379, 20160, 2381
+DEFAULT_SIDECAR_IMAGE = "kubepd:0.1.0"
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "tikv",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "kubepd",
+    }
+
+
+def owner(body: Obj) -> Obj:
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(body: Obj, name: str) -> Obj:
+    return {
+        "name": name,
+        "namespace": body["metadata"]["namespace"],
+        "labels": labels(body["metadata"]["name"]),
+        "ownerReferences": [owner(body)],
+    }
+
+
+def configmap(body: Obj) -> Obj:
+    name = body["metadata"]["name"]
+    spec = body["spec"]
+    repl = spec.get("replication", {})
+    tikv = "\n".join(
+        [
+            "[pd]",
+            f'endpoints = ["127.0.0.1:{PD_PORT}", "{name}-pd:{PD_PORT}"]',
+            "[server]",
+            "labels = {}",
+            "[storage]",
+            'data-dir = "/var/lib/tikv"',
+            "",
+        ]
+    )
+    kubepd = "\n".join(
+        [
+            f'cluster = "{name}"',
+            f"max-replicas = {repl.get('maxReplicas', 3)}",
+            f"location-labels = {list(repl.get('locationLabels', []))!r}".replace("'", '"'),
+            "",
+        ]
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(body, f"{name}-config"),
+        "data": {"tikv.toml": tikv, "kubepd.toml": kubepd},
+    }
+
+
+def headless_service(body: Obj) -> Obj:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(body, f"{name}-peer"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels(name),
+            "ports": [{"name": "tikv", "port": TIKV_PORT}, {"name": "pd", "port": PD_PORT}],
+        },
+    }
+
+
+def client_service(body: Obj) -> Obj:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(body, f"{name}-pd"),
+        "spec": {
+            "selector": labels(name),
+            "ports": [{"name": "pd", "port": PD_PORT}, {"name": "status", "port": STATUS_PORT}],
+        },
+    }
+
+
+def pdb(body: Obj) -> Obj:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(body, name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
+    }
+
+
+def statefulset(body: Obj, partition: int | None = None) -> Obj:
+    name = body["metadata"]["name"]
+    spec = body["spec"]
+    sidecar = spec.get("sidecar", {})
+    storage = spec.get("storage", {})
+    repl = spec.get("replication", {})
+    topology = [
+        {
+            "weight": 100,
+            "podAffinityTerm": {"topologyKey": key, "labelSelector": {"matchLabels": labels(name)}},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "KUBEPD_CLUSTER", "value": name},
+    ]
+    pd_container = {
+        "name": "kubepd",
+        "image": spec.get("pdImage", DEFAULT_SIDECAR_IMAGE),
+        "env": env,
+        "args": [
+            "sidecar",
+            "--client-urls",
+            f"http://0.0.0.0:{PD_PORT}",
+            "--advertise-client-urls",
+            f"http://$(POD_IP):{PD_PORT}",
+            "--status-addr",
+            f"0.0.0.0:{STATUS_PORT}",
+            "--lease-duration",
+            str(sidecar.get("leaseDurationSeconds", 5)),
+            "--renew-period",
+            str(sidecar.get("renewPeriodSeconds", 1)),
+            "--data-dir",
+            "/var/lib/kubepd",
+        ],
+        "ports": [
+            {"name": "pd", "containerPort": PD_PORT},
+            {"name": "pd-status", "containerPort": STATUS_PORT},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": STATUS_PORT}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": STATUS_PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/kubepd", "subPath": "kubepd"}],
+    }
+    tikv_container = {
+        "name": "tikv",
+        "image": spec["image"],
+        "env": env,
+        "args": [
+            "--pd=127.0.0.1:2379",
+            f"--addr=0.0.0.0:{TIKV_PORT}",
+            f"--advertise-addr=$(POD_NAME).{name}-peer.$(POD_NAMESPACE).svc:{TIKV_PORT}",
+            "--data-dir=/var/lib/tikv",
+            "--config=/etc/tikv/tikv.toml",
+        ],
+        "ports": [{"name": "tikv", "containerPort": TIKV_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": TIKV_PORT}, "periodSeconds": 10},
+        "resources": spec.get("resources", {}),
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/tikv", "subPath": "tikv"},
+            {"name": "config", "mountPath": "/etc/tikv"},
+        ],
+    }
+    strategy: Obj = {"type": "RollingUpdate", "rollingUpdate": {"partition": partition or 0}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(body, name),
+        "spec": {
+            "replicas": spec["replicas"],
+            "serviceName": f"{name}-peer",
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels(name)},
+            "updateStrategy": strategy,
+            "template": {
+                "metadata": {
+                    "labels": labels(name),
+                    "annotations": {
+                        "kubepd.io/location-labels": ",".join(repl.get("locationLabels", []))
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": f"{name}-kubepd",
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": topology
+                        }
+                    },
+                    "containers": [tikv_container, pd_container],
+                    "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        **(
+                            {"storageClassName": storage["storageClassName"]}
+                            if storage.get("storageClassName")
+                            else {}
+                        ),
+                        "resources": {"requests": {"storage": storage.get("size", "10Gi")}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def all_objects(body: Obj) -> list[Obj]:
+    return [
+        configmap(body),
+        headless_service(body),
+        client_service(body),
+        pdb(body),
+        statefulset(body),
+    ]
