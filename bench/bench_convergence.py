@@ -1,4 +1,4 @@
-"""Scheduling convergence: 5 stores × 20,000 regions, then 2 empty stores join.
+"""Scheduling convergence: 5 stores x 20,000 regions, then 2 empty stores join.
 Reports simulated time to balance (every store within 5 % on regions and leaders),
 operators used vs the minimum, and CPU. PD and the simulated fleet share this process,
 so the CPU figure is an upper bound for PD's own."""
@@ -75,9 +75,11 @@ async def main() -> int:
         if balanced
         else "not balanced within the wall bound"
     )
+    moves = fleet.stats.applied.get("add-learner", 0) + fleet.stats.applied.get(
+        "transfer-leader", 0
+    )
     print(
-        f"operators created: {created}; moves (peers added + leaders moved): "
-        f"{fleet.stats.applied.get('add-learner', 0) + fleet.stats.applied.get('transfer-leader', 0)}; "
+        f"operators created: {created}; moves (peers added + leaders moved): {moves}; "
         f"minimum: {default_min_moves(before, after)}"
     )
     cpu = time.process_time() - cpu0
