@@ -16,6 +16,7 @@ from pdcore.domain.commands import (
 )
 from pdcore.domain.region import (
     MIB,
+    NO_FLOW,
     FlowStats,
     Peer,
     PeerRole,
@@ -67,24 +68,39 @@ def region_meta_from_pb(r: metapb_pb2.Region) -> Region:
 
 def region_from_heartbeat(req: pdpb_pb2.RegionHeartbeatRequest) -> Region:
     r = req.region
-    interval = req.interval
-    q = req.query_stats
-    flow = FlowStats(
-        bytes_written=req.bytes_written,
-        bytes_read=req.bytes_read,
-        keys_written=req.keys_written,
-        keys_read=req.keys_read,
-        query_write=sum(getattr(q, f) for f in _QUERY_WRITE) if req.HasField("query_stats") else 0,
-        query_read=sum(getattr(q, f) for f in _QUERY_READ) if req.HasField("query_stats") else 0,
-        interval_s=max(0, interval.end_timestamp - interval.start_timestamp),
-    )
+    flow = NO_FLOW
+    if (
+        req.bytes_written
+        or req.bytes_read
+        or req.keys_written
+        or req.keys_read
+        or req.HasField("query_stats")
+    ):
+        # Most regions are cold: they share NO_FLOW instead of a tuple each.
+        interval = req.interval
+        q = req.query_stats
+        flow = FlowStats(
+            bytes_written=req.bytes_written,
+            bytes_read=req.bytes_read,
+            keys_written=req.keys_written,
+            keys_read=req.keys_read,
+            query_write=sum(getattr(q, f) for f in _QUERY_WRITE),
+            query_read=sum(getattr(q, f) for f in _QUERY_READ),
+            interval_s=max(0, interval.end_timestamp - interval.start_timestamp),
+        )
+    peers = tuple([peer_from_pb(p) for p in r.peers])
+    leader = None
+    if req.HasField("leader"):
+        # Share the leader's Peer with the peer list: one object per peer per region.
+        lid = req.leader.id
+        leader = next((p for p in peers if p.id == lid), None) or peer_from_pb(req.leader)
     return Region(
         id=r.id,
         start_key=r.start_key,
         end_key=r.end_key,
         epoch=RegionEpoch(r.region_epoch.conf_ver, r.region_epoch.version),
-        peers=tuple(peer_from_pb(p) for p in r.peers),
-        leader=peer_from_pb(req.leader) if req.HasField("leader") else None,
+        peers=peers,
+        leader=leader,
         down_peers=tuple(PeerStats(peer_from_pb(d.peer), d.down_seconds) for d in req.down_peers),
         pending_peers=tuple(peer_from_pb(p) for p in req.pending_peers),
         approximate_size=size_mib_from_bytes(req.approximate_size),
