@@ -77,14 +77,13 @@ def api_writes(cluster: KubeCluster) -> float:
     total = 0.0
     for line in text.splitlines():
         if (
-            (line.startswith("apiserver_request_total{")
+            line.startswith("apiserver_request_total{")
             and re.search(r'verb="(POST|PUT|PATCH|DELETE)"', line)
-            and 'group="kubepd.io"' in line)
-            or (
-                line.startswith("apiserver_request_total{")
-                and 'resource="leases"' in line
-                and 'verb="PUT"' in line
-            )
+            and 'group="kubepd.io"' in line
+        ) or (
+            line.startswith("apiserver_request_total{")
+            and 'resource="leases"' in line
+            and 'verb="PUT"' in line
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -236,9 +235,11 @@ def main() -> int:
             leader_pid = started[li][0].pid
             w0, c0 = api_writes(cluster), cpu_seconds(leader_pid)
             t0 = time.monotonic()
+            # One client per sidecar, carrying the heartbeats of every store in its pod(s):
+            # the leader takes 1/n of the cluster's heartbeats directly, the rest via followers.
             clients = [
-                mp.Process(target=pump, args=(addresses[s % n], per_store[s], 8.0, q))
-                for s in range(0, STORES, max(1, STORES // 4))
+                mp.Process(target=pump, args=(addresses[i], mine(per_store, n, i), 8.0, q))
+                for i in range(n)
             ]
             for p in clients:
                 p.start()
