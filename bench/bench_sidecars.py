@@ -175,6 +175,13 @@ async def setup(addresses: list[str], cid: int) -> list[list[pdpb_pb2.RegionHear
     return per_store
 
 
+def mine(
+    per_store: list[list[pdpb_pb2.RegionHeartbeatRequest]], n: int, i: int
+) -> list[pdpb_pb2.RegionHeartbeatRequest]:
+    """The heartbeats of the stores whose pods run sidecar i."""
+    return [r for s, reqs in enumerate(per_store) if s % n == i for r in reqs]
+
+
 def pump(
     address: str, reqs: list[pdpb_pb2.RegionHeartbeatRequest], seconds: float, out: mp.Queue[int]
 ) -> None:
