@@ -76,9 +76,12 @@ class PdServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc raises when the port is taken
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {host}:{port}")
+            raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
         self.client_address = f"{host}:{bound}"
         advertise = opts.advertise_client_urls or [f"http://{self.client_address}"]
         if opts.advertise_client_urls and port == 0:
