@@ -99,6 +99,14 @@ class Coordinator:
             raise KeyError(f"scheduler {name} not found")
         del self.schedulers[name]
 
+    def configure_scheduler(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        state = self.schedulers.get(name)
+        if state is None:
+            raise KeyError(f"scheduler {name} not found")
+        state.scheduler.update_config(changes)
+        state.interval, state.next_run = MIN_INTERVAL, 0.0
+        return state.scheduler.config()
+
     def pause_scheduler(self, name: str, seconds: float, now: float) -> None:
         state = self.schedulers.get(name)
         if state is None:
@@ -146,6 +154,8 @@ class Coordinator:
             )
             st.write_keys = f.keys_written / f.interval_s
             st.read_keys = f.keys_read / f.interval_s
+            st.write_query = f.query_write / f.interval_s
+            st.read_query = f.query_read / f.interval_s
         elif region.id in self.hot and f.interval_s > 0:
             st = self.hot[region.id]
             st.write_bytes *= HOT_DECAY

@@ -91,6 +91,11 @@ async def test_schedulers_added_paused_removed_live(env: Env) -> None:
             assert r.status == 200
         # balance-leader brings leaders back once eviction is gone.
         await until(lambda: env.leaders()[victim] >= 2)  # PD tolerates 5 leaders of gap
+        cfg_url = env.base + "/scheduler-config/balance-hot-region-scheduler/config"
+        async with http.post(cfg_url, json={"write-priorities": ["key"]}) as r:
+            assert r.status == 200 and (await r.json())["write-priorities"] == ["key"]
+        async with http.post(cfg_url, json={"write-priorities": ["cpu"]}) as r:
+            assert r.status == 400 and "write-priorities" in await r.json()
         async with http.post(
             env.base + "/schedulers/balance-leader-scheduler", json={"delay": 600}
         ) as r:

@@ -88,6 +88,17 @@ async def scheduler_config(request: web.Request) -> web.Response:
     return _json(f"scheduler {name} not found", 404)
 
 
+async def configure_scheduler(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    body = await _body(request)
+    try:
+        return _json(svc.coordinator.configure_scheduler(request.match_info["name"], body))
+    except KeyError as e:
+        return _json(str(e.args[0]), 404)
+    except ValueError as e:
+        return _json(str(e), 400)
+
+
 async def diagnose(request: web.Request) -> web.Response:
     svc = request.app[SERVICE_KEY]
     try:
@@ -166,6 +177,7 @@ def add_scheduling_routes(app: web.Application, service: SchedulingService) -> N
     r.add_post(PREFIX + "/schedulers/{name}", pause_scheduler)
     r.add_get(PREFIX + "/schedulers/diagnostic/{name}", diagnose)
     r.add_get(PREFIX + "/scheduler-config/{name}/list", scheduler_config)
+    r.add_post(PREFIX + "/scheduler-config/{name}/config", configure_scheduler)
     r.add_get(PREFIX + "/operators", list_operators)
     r.add_post(PREFIX + "/operators", add_operator)
     r.add_get(PREFIX + "/operators/{region_id}", get_operator)

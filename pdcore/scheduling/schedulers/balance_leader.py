@@ -25,6 +25,15 @@ class BalanceLeader:
     def config(self) -> dict[str, Any]:
         return {"batch": self.batch}
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        unknown = set(changes) - {"batch"}
+        if unknown:
+            raise ValueError(f"unknown balance-leader config {sorted(unknown)}")
+        batch = changes.get("batch", self.batch)
+        if not isinstance(batch, int) or not 1 <= batch <= 100:
+            raise ValueError("batch must be an integer between 1 and 100")
+        self.batch = batch
+
     def schedule(self, ctx: SchedContext, diag: Diagnosis) -> list[Operator]:
         cfg = ctx.view.config.schedule
         if not ctx.controller.allowed(OpKind.LEADER):

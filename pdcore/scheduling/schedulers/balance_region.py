@@ -22,6 +22,10 @@ class BalanceRegion:
     def config(self) -> dict[str, Any]:
         return {}
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        if changes:
+            raise ValueError(f"balance-region has no config {sorted(changes)}")
+
     def schedule(self, ctx: SchedContext, diag: Diagnosis) -> list[Operator]:
         cfg = ctx.view.config
         sc = cfg.schedule

@@ -23,6 +23,16 @@ class HotStat:
     read_bytes: float = 0.0
     write_keys: float = 0.0
     read_keys: float = 0.0
+    write_query: float = 0.0
+    read_query: float = 0.0
+
+    def rate(self, kind: str, dimension: str) -> float:
+        """bytes/s, keys/s or queries/s for "read" or "write"."""
+        return float(
+            getattr(
+                self, f"{kind}_{ {'byte': 'bytes', 'key': 'keys', 'query': 'query'}[dimension] }"
+            )
+        )
 
 
 @dataclass
@@ -66,3 +76,7 @@ class Scheduler(Protocol):
     def schedule(self, ctx: SchedContext, diag: Diagnosis) -> list[Operator]: ...
 
     def config(self) -> dict[str, Any]: ...
+
+    def update_config(self, changes: dict[str, Any]) -> None:
+        """Apply a partial config at run time; ValueError names what is wrong."""
+        ...

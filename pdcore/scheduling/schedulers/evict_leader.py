@@ -26,6 +26,20 @@ class EvictLeader:
     def config(self) -> dict[str, Any]:
         return {"store-id-ranges": {str(s): [] for s in self.store_ids}, "batch": self.batch}
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        unknown = set(changes) - {"store_id", "batch"}
+        if unknown:
+            raise ValueError(f"unknown evict-leader config {sorted(unknown)}")
+        store = changes.get("store_id")
+        if store is not None:
+            if not isinstance(store, int) or store <= 0:
+                raise ValueError("store_id must be a positive integer")
+            self.store_ids = sorted({*self.store_ids, store})
+        batch = changes.get("batch", self.batch)
+        if not isinstance(batch, int) or not 1 <= batch <= 100:
+            raise ValueError("batch must be an integer between 1 and 100")
+        self.batch = batch
+
     def schedule(self, ctx: SchedContext, diag: Diagnosis) -> list[Operator]:
         cfg = ctx.view.config.schedule
         stores = {s.id: s for s in ctx.stores()}

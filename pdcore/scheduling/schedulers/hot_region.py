@@ -1,5 +1,6 @@
 """balance-hot-region: move hot read/write leaders and peers off overloaded stores
-(§2.6, simplified: one dimension per type — bytes/s — with PD's 1.05 tolerances)."""
+(§2.6, simplified: one configurable dimension per type — bytes, keys or queries per
+second, bytes by default — with PD's 1.05 tolerances)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from pdcore.scheduling.diagnostics import Diagnosis
 from pdcore.scheduling.operator import Operator, OpKind, Priority, move_peer, transfer_leader
 from pdcore.scheduling.schedulers.base import SchedContext
 
-MIN_HOT_WRITE = 1024.0  # bytes/s
-MIN_HOT_READ = 8 * 1024.0
-SRC_TOLERANCE = 1.05
-DST_TOLERANCE = 1.05
+# Minimum rates before a region counts as hot, per dimension (PD's minimum thresholds).
+MIN_HOT = {
+    ("write", "byte"): 1024.0,
+    ("read", "byte"): 8 * 1024.0,
+    ("write", "key"): 32.0,
+    ("read", "key"): 128.0,
+    ("write", "query"): 32.0,
+    ("read", "query"): 128.0,
+}
+DIMENSIONS = ("byte", "key", "query")
 
 
 class HotRegion:
@@ -21,20 +28,54 @@ class HotRegion:
 
     def __init__(self, name: str = "balance-hot-region-scheduler") -> None:
         self.name = name
+        self.read_priority = "byte"
+        self.write_priority = "byte"
+        self.src_tolerance = 1.05
+        self.dst_tolerance = 1.05
 
     def config(self) -> dict[str, Any]:
         return {
-            "src-tolerance-ratio": SRC_TOLERANCE,
-            "dst-tolerance-ratio": DST_TOLERANCE,
-            "min-hot-write-byte-rate": MIN_HOT_WRITE,
-            "min-hot-read-byte-rate": MIN_HOT_READ,
+            "read-priorities": [self.read_priority],
+            "write-priorities": [self.write_priority],
+            "src-tolerance-ratio": self.src_tolerance,
+            "dst-tolerance-ratio": self.dst_tolerance,
+            "min-hot-rates": {f"{k}-{d}": v for (k, d), v in MIN_HOT.items()},
         }
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        new = dict(changes)
+        for key, attr in (
+            ("read-priorities", "read_priority"),
+            ("write-priorities", "write_priority"),
+        ):
+            if key in new:
+                value = new.pop(key)
+                if not isinstance(value, list) or not value or value[0] not in DIMENSIONS:
+                    raise ValueError(f"{key} must be a list starting with one of {DIMENSIONS}")
+                setattr(self, attr, value[0])
+        for key, attr in (
+            ("src-tolerance-ratio", "src_tolerance"),
+            ("dst-tolerance-ratio", "dst_tolerance"),
+        ):
+            if key in new:
+                value = new.pop(key)
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 1.0 <= value <= 10.0
+                ):
+                    raise ValueError(f"{key} must be a number between 1 and 10")
+                setattr(self, attr, float(value))
+        if new:
+            raise ValueError(f"unknown hot-region config {sorted(new)}")
+
     def hot_regions(self, ctx: SchedContext, kind: str) -> dict[int, float]:
-        floor = MIN_HOT_WRITE if kind == "write" else MIN_HOT_READ
+        """Regions hot on the configured dimension (bytes, keys or queries per second)."""
+        dim = self.read_priority if kind == "read" else self.write_priority
+        floor = MIN_HOT[(kind, dim)]
         out = {}
         for rid, st in ctx.hot.items():
-            rate = st.write_bytes if kind == "write" else st.read_bytes
+            rate = st.rate(kind, dim)
             if rate >= floor and ctx.view.tree.get(rid) is not None:
                 out[rid] = rate
         return out
@@ -79,7 +120,7 @@ class HotRegion:
         stores = {s.id: s for s in ctx.stores()}
         n = len(ctx.view.tree)
         for src in sorted(loads, key=loads.__getitem__, reverse=True):
-            if loads[src] <= mean * SRC_TOLERANCE:
+            if loads[src] <= mean * self.src_tolerance:
                 break
             cands = sorted(
                 (ctx.view.tree.get(rid) for rid in hot),
@@ -109,14 +150,13 @@ class HotRegion:
                         and not filters.leader_target(stores[p.store_id], ctx.now, cfg, ctx.evicted)
                     ]
                 for dst in dsts:
-                    if loads.get(dst, 0.0) >= mean / DST_TOLERANCE:
+                    if loads.get(dst, 0.0) >= mean / self.dst_tolerance:
                         continue
                     # Only move if the pair ends up closer than it started.
                     if max(loads[src] - rate, loads[dst] + rate) >= loads[src]:
                         continue
                     reason = (
-                        f"store {src} {kind} load {loads[src]:.0f} B/s is above "
-                        f"the mean {mean:.0f} B/s"
+                        f"store {src} {kind} load {loads[src]:.0f}/s is above the mean {mean:.0f}/s"
                     )
                     if peers:
                         pid = ctx.new_id()

@@ -210,3 +210,35 @@ def test_stale_region_in_view_is_not_scheduled() -> None:
     c = cluster([store(1), store(2), store(3)], [r])
     op, why = RuleChecker().check(check_ctx(c), r)
     assert op is not None and "missing 2 replicas" in op.reason, why
+
+
+@pytest.mark.parametrize("dimension", ["byte", "key", "query"])
+def test_hot_region_moves_a_hot_leader_on_any_dimension(dimension: str) -> None:
+    from pdcore.scheduling.schedulers.base import HotStat
+    from pdcore.scheduling.schedulers.hot_region import HotRegion
+
+    regions = [region(i, [1, 2, 3], leader=1) for i in range(1, 5)] + [
+        region(9, [2, 3, 4], leader=2)
+    ]
+    c = cluster([store(i) for i in (1, 2, 3, 4)], regions)
+    ctx = ctx_for(c)
+    rates = {"byte": "write_bytes", "key": "write_keys", "query": "write_query"}
+    for rid in (1, 2, 3, 4):
+        ctx.hot[rid] = HotStat(**{rates[dimension]: 10_000.0})  # type: ignore[arg-type]
+    sched = HotRegion()
+    sched.update_config({"write-priorities": [dimension]})
+    ops = sched.schedule(ctx, Diagnosis("hot"))
+    assert len(ops) == 1 and ops[0].steps[0].from_store == 1  # type: ignore[union-attr]
+    assert ops[0].desc == "transfer-hot-write-leader"
+
+
+def test_scheduler_config_is_validated() -> None:
+    from pdcore.scheduling.schedulers.hot_region import HotRegion
+
+    with pytest.raises(ValueError, match="write-priorities"):
+        HotRegion().update_config({"write-priorities": ["cpu"]})
+    with pytest.raises(ValueError, match="unknown"):
+        BalanceLeader().update_config({"bach": 3})
+    b = BalanceLeader()
+    b.update_config({"batch": 8})
+    assert b.config() == {"batch": 8}
