@@ -66,6 +66,19 @@ def region_meta_from_pb(r: metapb_pb2.Region) -> Region:
     )
 
 
+_IDLE_FLOWS: dict[int, FlowStats] = {0: NO_FLOW}
+
+
+def _idle_flow(interval_s: int) -> FlowStats:
+    """No traffic over `interval_s`: one shared value per interval length."""
+    flow = _IDLE_FLOWS.get(interval_s)
+    if flow is None:
+        flow = FlowStats(interval_s=interval_s)
+        if interval_s <= 3600:  # bounded: TiKV reports a handful of interval lengths
+            _IDLE_FLOWS[interval_s] = flow
+    return flow
+
+
 def region_from_heartbeat(req: pdpb_pb2.RegionHeartbeatRequest) -> Region:
     r = req.region
     flow = NO_FLOW
@@ -76,7 +89,7 @@ def region_from_heartbeat(req: pdpb_pb2.RegionHeartbeatRequest) -> Region:
         or req.keys_read
         or req.HasField("query_stats")
     ):
-        # Most regions are cold: they share NO_FLOW instead of a tuple each.
+        # Most regions are cold: they share an idle FlowStats instead of a tuple each.
         interval = req.interval
         q = req.query_stats
         flow = FlowStats(

@@ -156,7 +156,7 @@ class Coordinator:
             st.read_keys = f.keys_read / f.interval_s
             st.write_query = f.query_write / f.interval_s
             st.read_query = f.query_read / f.interval_s
-        elif region.id in self.hot and f.interval_s > 0:
+        elif region.id in self.hot and f.interval_s > 0:  # a report without traffic
             st = self.hot[region.id]
             st.write_bytes *= HOT_DECAY
             st.read_bytes *= HOT_DECAY
