@@ -276,34 +276,50 @@ class GetMinTSResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., timestamp: _Optional[_Union[Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncMaxTSRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "max_ts", "skip_check")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    MAX_TS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_CHECK_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    max_ts: Timestamp
+    skip_check: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., max_ts: _Optional[_Union[Timestamp, _Mapping]] = ..., skip_check: _Optional[bool] = ...) -> None: ...
 
 class SyncMaxTSResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "max_local_ts", "synced_dcs")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOCAL_TS_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_DCS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    max_local_ts: Timestamp
+    synced_dcs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., max_local_ts: _Optional[_Union[Timestamp, _Mapping]] = ..., synced_dcs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetDCLocationInfoRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "dc_location")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    DC_LOCATION_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    dc_location: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., dc_location: _Optional[str] = ...) -> None: ...
 
 class GetDCLocationInfoResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "suffix", "max_ts")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    MAX_TS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    suffix: int
+    max_ts: Timestamp
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., suffix: _Optional[int] = ..., max_ts: _Optional[_Union[Timestamp, _Mapping]] = ...) -> None: ...
 
 class SetExternalTimestampRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "timestamp")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    timestamp: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class SetExternalTimestampResponse(_message.Message):
     __slots__ = ("header",)
@@ -318,10 +334,12 @@ class GetExternalTimestampRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
 
 class GetExternalTimestampResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "timestamp")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    timestamp: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class BootstrapRequest(_message.Message):
     __slots__ = ("header", "store", "region")
@@ -461,21 +479,31 @@ class QueryStats(_message.Message):
     Rollback: int
     def __init__(self, GC: _Optional[int] = ..., Get: _Optional[int] = ..., Scan: _Optional[int] = ..., Coprocessor: _Optional[int] = ..., Delete: _Optional[int] = ..., DeleteRange: _Optional[int] = ..., Put: _Optional[int] = ..., Prewrite: _Optional[int] = ..., AcquirePessimisticLock: _Optional[int] = ..., Commit: _Optional[int] = ..., Rollback: _Optional[int] = ...) -> None: ...
 
+class CPUStats(_message.Message):
+    __slots__ = ("UnifiedRead", "Scheduler")
+    UNIFIEDREAD_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    UnifiedRead: int
+    Scheduler: int
+    def __init__(self, UnifiedRead: _Optional[int] = ..., Scheduler: _Optional[int] = ...) -> None: ...
+
 class PeerStat(_message.Message):
-    __slots__ = ("region_id", "read_keys", "read_bytes", "query_stats", "written_keys", "written_bytes")
+    __slots__ = ("region_id", "read_keys", "read_bytes", "query_stats", "written_keys", "written_bytes", "cpu_stats")
     REGION_ID_FIELD_NUMBER: _ClassVar[int]
     READ_KEYS_FIELD_NUMBER: _ClassVar[int]
     READ_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUERY_STATS_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_KEYS_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_STATS_FIELD_NUMBER: _ClassVar[int]
     region_id: int
     read_keys: int
     read_bytes: int
     query_stats: QueryStats
     written_keys: int
     written_bytes: int
-    def __init__(self, region_id: _Optional[int] = ..., read_keys: _Optional[int] = ..., read_bytes: _Optional[int] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., written_keys: _Optional[int] = ..., written_bytes: _Optional[int] = ...) -> None: ...
+    cpu_stats: CPUStats
+    def __init__(self, region_id: _Optional[int] = ..., read_keys: _Optional[int] = ..., read_bytes: _Optional[int] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., written_keys: _Optional[int] = ..., written_bytes: _Optional[int] = ..., cpu_stats: _Optional[_Union[CPUStats, _Mapping]] = ...) -> None: ...
 
 class SnapshotStat(_message.Message):
     __slots__ = ("region_id", "generate_duration_sec", "send_duration_sec", "total_duration_sec", "transport_size")
@@ -491,6 +519,26 @@ class SnapshotStat(_message.Message):
     transport_size: int
     def __init__(self, region_id: _Optional[int] = ..., generate_duration_sec: _Optional[int] = ..., send_duration_sec: _Optional[int] = ..., total_duration_sec: _Optional[int] = ..., transport_size: _Optional[int] = ...) -> None: ...
 
+class DfsStatScope(_message.Message):
+    __slots__ = ("is_global", "keyspace_id", "component")
+    IS_GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    is_global: bool
+    keyspace_id: int
+    component: str
+    def __init__(self, is_global: _Optional[bool] = ..., keyspace_id: _Optional[int] = ..., component: _Optional[str] = ...) -> None: ...
+
+class DfsStatItem(_message.Message):
+    __slots__ = ("scope", "written_bytes", "write_requests")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    scope: DfsStatScope
+    written_bytes: int
+    write_requests: int
+    def __init__(self, scope: _Optional[_Union[DfsStatScope, _Mapping]] = ..., written_bytes: _Optional[int] = ..., write_requests: _Optional[int] = ...) -> None: ...
+
 class SlowTrend(_message.Message):
     __slots__ = ("cause_value", "cause_rate", "result_value", "result_rate")
     CAUSE_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -504,7 +552,7 @@ class SlowTrend(_message.Message):
     def __init__(self, cause_value: _Optional[float] = ..., cause_rate: _Optional[float] = ..., result_value: _Optional[float] = ..., result_rate: _Optional[float] = ...) -> None: ...
 
 class StoreStats(_message.Message):
-    __slots__ = ("store_id", "capacity", "available", "region_count", "sending_snap_count", "receiving_snap_count", "start_time", "applying_snap_count", "is_busy", "used_size", "bytes_written", "keys_written", "bytes_read", "keys_read", "interval", "cpu_usages", "read_io_rates", "write_io_rates", "op_latencies", "peer_stats", "query_stats", "slow_score", "damaged_regions_id", "is_apply_busy", "snapshot_stats", "slow_trend", "is_grpc_paused", "total_memory", "used_memory", "network_slow_scores", "is_stopping")
+    __slots__ = ("store_id", "capacity", "available", "region_count", "sending_snap_count", "receiving_snap_count", "start_time", "applying_snap_count", "is_busy", "used_size", "bytes_written", "keys_written", "bytes_read", "keys_read", "interval", "cpu_usages", "read_io_rates", "write_io_rates", "op_latencies", "peer_stats", "query_stats", "slow_score", "damaged_regions_id", "is_apply_busy", "snapshot_stats", "slow_trend", "is_grpc_paused", "total_memory", "used_memory", "network_slow_scores", "dfs", "is_stopping")
     class NetworkSlowScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -542,6 +590,7 @@ class StoreStats(_message.Message):
     TOTAL_MEMORY_FIELD_NUMBER: _ClassVar[int]
     USED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     NETWORK_SLOW_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DFS_FIELD_NUMBER: _ClassVar[int]
     IS_STOPPING_FIELD_NUMBER: _ClassVar[int]
     store_id: int
     capacity: int
@@ -573,18 +622,71 @@ class StoreStats(_message.Message):
     total_memory: int
     used_memory: int
     network_slow_scores: _containers.ScalarMap[int, int]
+    dfs: _containers.RepeatedCompositeFieldContainer[DfsStatItem]
     is_stopping: bool
-    def __init__(self, store_id: _Optional[int] = ..., capacity: _Optional[int] = ..., available: _Optional[int] = ..., region_count: _Optional[int] = ..., sending_snap_count: _Optional[int] = ..., receiving_snap_count: _Optional[int] = ..., start_time: _Optional[int] = ..., applying_snap_count: _Optional[int] = ..., is_busy: _Optional[bool] = ..., used_size: _Optional[int] = ..., bytes_written: _Optional[int] = ..., keys_written: _Optional[int] = ..., bytes_read: _Optional[int] = ..., keys_read: _Optional[int] = ..., interval: _Optional[_Union[TimeInterval, _Mapping]] = ..., cpu_usages: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., read_io_rates: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., write_io_rates: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., op_latencies: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., peer_stats: _Optional[_Iterable[_Union[PeerStat, _Mapping]]] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., slow_score: _Optional[int] = ..., damaged_regions_id: _Optional[_Iterable[int]] = ..., is_apply_busy: _Optional[bool] = ..., snapshot_stats: _Optional[_Iterable[_Union[SnapshotStat, _Mapping]]] = ..., slow_trend: _Optional[_Union[SlowTrend, _Mapping]] = ..., is_grpc_paused: _Optional[bool] = ..., total_memory: _Optional[int] = ..., used_memory: _Optional[int] = ..., network_slow_scores: _Optional[_Mapping[int, int]] = ..., is_stopping: _Optional[bool] = ...) -> None: ...
+    def __init__(self, store_id: _Optional[int] = ..., capacity: _Optional[int] = ..., available: _Optional[int] = ..., region_count: _Optional[int] = ..., sending_snap_count: _Optional[int] = ..., receiving_snap_count: _Optional[int] = ..., start_time: _Optional[int] = ..., applying_snap_count: _Optional[int] = ..., is_busy: _Optional[bool] = ..., used_size: _Optional[int] = ..., bytes_written: _Optional[int] = ..., keys_written: _Optional[int] = ..., bytes_read: _Optional[int] = ..., keys_read: _Optional[int] = ..., interval: _Optional[_Union[TimeInterval, _Mapping]] = ..., cpu_usages: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., read_io_rates: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., write_io_rates: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., op_latencies: _Optional[_Iterable[_Union[RecordPair, _Mapping]]] = ..., peer_stats: _Optional[_Iterable[_Union[PeerStat, _Mapping]]] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., slow_score: _Optional[int] = ..., damaged_regions_id: _Optional[_Iterable[int]] = ..., is_apply_busy: _Optional[bool] = ..., snapshot_stats: _Optional[_Iterable[_Union[SnapshotStat, _Mapping]]] = ..., slow_trend: _Optional[_Union[SlowTrend, _Mapping]] = ..., is_grpc_paused: _Optional[bool] = ..., total_memory: _Optional[int] = ..., used_memory: _Optional[int] = ..., network_slow_scores: _Optional[_Mapping[int, int]] = ..., dfs: _Optional[_Iterable[_Union[DfsStatItem, _Mapping]]] = ..., is_stopping: _Optional[bool] = ...) -> None: ...
+
+class PeerReport(_message.Message):
+    __slots__ = ("is_force_leader", "has_commit_merge", "applied_index")
+    IS_FORCE_LEADER_FIELD_NUMBER: _ClassVar[int]
+    HAS_COMMIT_MERGE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    is_force_leader: bool
+    has_commit_merge: bool
+    applied_index: int
+    def __init__(self, is_force_leader: _Optional[bool] = ..., has_commit_merge: _Optional[bool] = ..., applied_index: _Optional[int] = ...) -> None: ...
+
+class StoreReport(_message.Message):
+    __slots__ = ("peer_reports", "step")
+    PEER_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    peer_reports: _containers.RepeatedCompositeFieldContainer[PeerReport]
+    step: int
+    def __init__(self, peer_reports: _Optional[_Iterable[_Union[PeerReport, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
 
 class StoreHeartbeatRequest(_message.Message):
-    __slots__ = ("header", "stats", "dr_autosync_status")
+    __slots__ = ("header", "stats", "store_report", "dr_autosync_status")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    STORE_REPORT_FIELD_NUMBER: _ClassVar[int]
     DR_AUTOSYNC_STATUS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     stats: StoreStats
+    store_report: StoreReport
     dr_autosync_status: _replication_modepb_pb2.StoreDRAutoSyncStatus
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., stats: _Optional[_Union[StoreStats, _Mapping]] = ..., dr_autosync_status: _Optional[_Union[_replication_modepb_pb2.StoreDRAutoSyncStatus, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., stats: _Optional[_Union[StoreStats, _Mapping]] = ..., store_report: _Optional[_Union[StoreReport, _Mapping]] = ..., dr_autosync_status: _Optional[_Union[_replication_modepb_pb2.StoreDRAutoSyncStatus, _Mapping]] = ...) -> None: ...
+
+class DemoteFailedVoters(_message.Message):
+    __slots__ = ("region_id", "failed_voters")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILED_VOTERS_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    failed_voters: _containers.RepeatedCompositeFieldContainer[_metapb_pb2.Peer]
+    def __init__(self, region_id: _Optional[int] = ..., failed_voters: _Optional[_Iterable[_Union[_metapb_pb2.Peer, _Mapping]]] = ...) -> None: ...
+
+class ForceLeader(_message.Message):
+    __slots__ = ("failed_stores", "enter_force_leaders")
+    FAILED_STORES_FIELD_NUMBER: _ClassVar[int]
+    ENTER_FORCE_LEADERS_FIELD_NUMBER: _ClassVar[int]
+    failed_stores: _containers.RepeatedScalarFieldContainer[int]
+    enter_force_leaders: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, failed_stores: _Optional[_Iterable[int]] = ..., enter_force_leaders: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RecoveryPlan(_message.Message):
+    __slots__ = ("creates", "updates", "tombstones", "demotes", "force_leader", "step")
+    CREATES_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    DEMOTES_FIELD_NUMBER: _ClassVar[int]
+    FORCE_LEADER_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    creates: _containers.RepeatedCompositeFieldContainer[_metapb_pb2.Region]
+    updates: _containers.RepeatedCompositeFieldContainer[_metapb_pb2.Region]
+    tombstones: _containers.RepeatedScalarFieldContainer[int]
+    demotes: _containers.RepeatedCompositeFieldContainer[DemoteFailedVoters]
+    force_leader: ForceLeader
+    step: int
+    def __init__(self, creates: _Optional[_Iterable[_Union[_metapb_pb2.Region, _Mapping]]] = ..., updates: _Optional[_Iterable[_Union[_metapb_pb2.Region, _Mapping]]] = ..., tombstones: _Optional[_Iterable[int]] = ..., demotes: _Optional[_Iterable[_Union[DemoteFailedVoters, _Mapping]]] = ..., force_leader: _Optional[_Union[ForceLeader, _Mapping]] = ..., step: _Optional[int] = ...) -> None: ...
 
 class AwakenRegions(_message.Message):
     __slots__ = ("abnormal_stores",)
@@ -599,11 +701,12 @@ class ControlGrpc(_message.Message):
     def __init__(self, ctrl_event: _Optional[_Union[ControlGrpcEvent, str]] = ...) -> None: ...
 
 class StoreHeartbeatResponse(_message.Message):
-    __slots__ = ("header", "replication_status", "cluster_version", "require_detailed_report", "awaken_regions", "control_grpc", "state")
+    __slots__ = ("header", "replication_status", "cluster_version", "require_detailed_report", "recovery_plan", "awaken_regions", "control_grpc", "state")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_STATUS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_DETAILED_REPORT_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_PLAN_FIELD_NUMBER: _ClassVar[int]
     AWAKEN_REGIONS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_GRPC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -611,10 +714,11 @@ class StoreHeartbeatResponse(_message.Message):
     replication_status: _replication_modepb_pb2.ReplicationStatus
     cluster_version: str
     require_detailed_report: bool
+    recovery_plan: RecoveryPlan
     awaken_regions: AwakenRegions
     control_grpc: ControlGrpc
     state: _metapb_pb2.NodeState
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., replication_status: _Optional[_Union[_replication_modepb_pb2.ReplicationStatus, _Mapping]] = ..., cluster_version: _Optional[str] = ..., require_detailed_report: _Optional[bool] = ..., awaken_regions: _Optional[_Union[AwakenRegions, _Mapping]] = ..., control_grpc: _Optional[_Union[ControlGrpc, _Mapping]] = ..., state: _Optional[_Union[_metapb_pb2.NodeState, str]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., replication_status: _Optional[_Union[_replication_modepb_pb2.ReplicationStatus, _Mapping]] = ..., cluster_version: _Optional[str] = ..., require_detailed_report: _Optional[bool] = ..., recovery_plan: _Optional[_Union[RecoveryPlan, _Mapping]] = ..., awaken_regions: _Optional[_Union[AwakenRegions, _Mapping]] = ..., control_grpc: _Optional[_Union[ControlGrpc, _Mapping]] = ..., state: _Optional[_Union[_metapb_pb2.NodeState, str]] = ...) -> None: ...
 
 class PeerStats(_message.Message):
     __slots__ = ("peer", "down_seconds")
@@ -625,7 +729,7 @@ class PeerStats(_message.Message):
     def __init__(self, peer: _Optional[_Union[_metapb_pb2.Peer, _Mapping]] = ..., down_seconds: _Optional[int] = ...) -> None: ...
 
 class RegionHeartbeatRequest(_message.Message):
-    __slots__ = ("header", "region", "leader", "down_peers", "pending_peers", "bytes_written", "bytes_read", "keys_written", "keys_read", "approximate_size", "interval", "approximate_keys", "term", "replication_status", "query_stats", "cpu_usage", "approximate_kv_size", "approximate_columnar_kv_size", "bucket_meta")
+    __slots__ = ("header", "region", "leader", "down_peers", "pending_peers", "bytes_written", "bytes_read", "keys_written", "keys_read", "approximate_size", "interval", "approximate_keys", "term", "replication_status", "query_stats", "cpu_usage", "approximate_kv_size", "approximate_columnar_kv_size", "bucket_meta", "cpu_stats")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -645,6 +749,7 @@ class RegionHeartbeatRequest(_message.Message):
     APPROXIMATE_KV_SIZE_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_COLUMNAR_KV_SIZE_FIELD_NUMBER: _ClassVar[int]
     BUCKET_META_FIELD_NUMBER: _ClassVar[int]
+    CPU_STATS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     region: _metapb_pb2.Region
     leader: _metapb_pb2.Peer
@@ -664,7 +769,8 @@ class RegionHeartbeatRequest(_message.Message):
     approximate_kv_size: int
     approximate_columnar_kv_size: int
     bucket_meta: _metapb_pb2.BucketMeta
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., region: _Optional[_Union[_metapb_pb2.Region, _Mapping]] = ..., leader: _Optional[_Union[_metapb_pb2.Peer, _Mapping]] = ..., down_peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ..., pending_peers: _Optional[_Iterable[_Union[_metapb_pb2.Peer, _Mapping]]] = ..., bytes_written: _Optional[int] = ..., bytes_read: _Optional[int] = ..., keys_written: _Optional[int] = ..., keys_read: _Optional[int] = ..., approximate_size: _Optional[int] = ..., interval: _Optional[_Union[TimeInterval, _Mapping]] = ..., approximate_keys: _Optional[int] = ..., term: _Optional[int] = ..., replication_status: _Optional[_Union[_replication_modepb_pb2.RegionReplicationStatus, _Mapping]] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., cpu_usage: _Optional[int] = ..., approximate_kv_size: _Optional[int] = ..., approximate_columnar_kv_size: _Optional[int] = ..., bucket_meta: _Optional[_Union[_metapb_pb2.BucketMeta, _Mapping]] = ...) -> None: ...
+    cpu_stats: CPUStats
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., region: _Optional[_Union[_metapb_pb2.Region, _Mapping]] = ..., leader: _Optional[_Union[_metapb_pb2.Peer, _Mapping]] = ..., down_peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ..., pending_peers: _Optional[_Iterable[_Union[_metapb_pb2.Peer, _Mapping]]] = ..., bytes_written: _Optional[int] = ..., bytes_read: _Optional[int] = ..., keys_written: _Optional[int] = ..., keys_read: _Optional[int] = ..., approximate_size: _Optional[int] = ..., interval: _Optional[_Union[TimeInterval, _Mapping]] = ..., approximate_keys: _Optional[int] = ..., term: _Optional[int] = ..., replication_status: _Optional[_Union[_replication_modepb_pb2.RegionReplicationStatus, _Mapping]] = ..., query_stats: _Optional[_Union[QueryStats, _Mapping]] = ..., cpu_usage: _Optional[int] = ..., approximate_kv_size: _Optional[int] = ..., approximate_columnar_kv_size: _Optional[int] = ..., bucket_meta: _Optional[_Union[_metapb_pb2.BucketMeta, _Mapping]] = ..., cpu_stats: _Optional[_Union[CPUStats, _Mapping]] = ...) -> None: ...
 
 class ChangePeer(_message.Message):
     __slots__ = ("peer", "change_type")
@@ -1096,16 +1202,28 @@ class SplitRegionsResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., finished_percentage: _Optional[int] = ..., regions_id: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SplitAndScatterRegionsRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "split_keys", "group", "retry_limit")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    RETRY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    split_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    group: str
+    retry_limit: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., split_keys: _Optional[_Iterable[bytes]] = ..., group: _Optional[str] = ..., retry_limit: _Optional[int] = ...) -> None: ...
 
 class SplitAndScatterRegionsResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "split_finished_percentage", "scatter_finished_percentage", "regions_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FINISHED_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    SCATTER_FINISHED_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_ID_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    split_finished_percentage: int
+    scatter_finished_percentage: int
+    regions_id: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., split_finished_percentage: _Optional[int] = ..., scatter_finished_percentage: _Optional[int] = ..., regions_id: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetOperatorRequest(_message.Message):
     __slots__ = ("header", "region_id")
@@ -1212,52 +1330,92 @@ class UpdateServiceGCSafePointResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., service_id: _Optional[bytes] = ..., TTL: _Optional[int] = ..., min_safe_point: _Optional[int] = ...) -> None: ...
 
 class GetGCSafePointV2Request(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_id: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_id: _Optional[int] = ...) -> None: ...
 
 class GetGCSafePointV2Response(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "safe_point")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    safe_point: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., safe_point: _Optional[int] = ...) -> None: ...
 
 class WatchGCSafePointV2Request(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    revision: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class SafePointEvent(_message.Message):
+    __slots__ = ("keyspace_id", "safe_point", "type")
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    keyspace_id: int
+    safe_point: int
+    type: EventType
+    def __init__(self, keyspace_id: _Optional[int] = ..., safe_point: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ...) -> None: ...
 
 class WatchGCSafePointV2Response(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "events", "revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[SafePointEvent]
+    revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[SafePointEvent, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class UpdateGCSafePointV2Request(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_id", "safe_point")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_id: int
+    safe_point: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_id: _Optional[int] = ..., safe_point: _Optional[int] = ...) -> None: ...
 
 class UpdateGCSafePointV2Response(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "new_safe_point")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    NEW_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    new_safe_point: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., new_safe_point: _Optional[int] = ...) -> None: ...
 
 class UpdateServiceSafePointV2Request(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_id", "service_id", "safe_point", "ttl")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_id: int
+    service_id: bytes
+    safe_point: int
+    ttl: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_id: _Optional[int] = ..., service_id: _Optional[bytes] = ..., safe_point: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...
 
 class UpdateServiceSafePointV2Response(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "service_id", "ttl", "min_safe_point")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    service_id: bytes
+    ttl: int
+    min_safe_point: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., service_id: _Optional[bytes] = ..., ttl: _Optional[int] = ..., min_safe_point: _Optional[int] = ...) -> None: ...
 
 class GetAllGCSafePointV2Request(_message.Message):
     __slots__ = ("header",)
@@ -1265,107 +1423,229 @@ class GetAllGCSafePointV2Request(_message.Message):
     header: RequestHeader
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
 
+class GCSafePointV2(_message.Message):
+    __slots__ = ("keyspace_id", "gc_safe_point")
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    GC_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    keyspace_id: int
+    gc_safe_point: int
+    def __init__(self, keyspace_id: _Optional[int] = ..., gc_safe_point: _Optional[int] = ...) -> None: ...
+
 class GetAllGCSafePointV2Response(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "gc_safe_points", "revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    GC_SAFE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    gc_safe_points: _containers.RepeatedCompositeFieldContainer[GCSafePointV2]
+    revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., gc_safe_points: _Optional[_Iterable[_Union[GCSafePointV2, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class KeyspaceScope(_message.Message):
+    __slots__ = ("keyspace_id",)
+    KEYSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    keyspace_id: int
+    def __init__(self, keyspace_id: _Optional[int] = ...) -> None: ...
 
 class AdvanceGCSafePointRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_scope", "target")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_scope: KeyspaceScope
+    target: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., target: _Optional[int] = ...) -> None: ...
 
 class AdvanceGCSafePointResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "old_gc_safe_point", "new_gc_safe_point")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    OLD_GC_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    NEW_GC_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    old_gc_safe_point: int
+    new_gc_safe_point: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., old_gc_safe_point: _Optional[int] = ..., new_gc_safe_point: _Optional[int] = ...) -> None: ...
 
 class AdvanceTxnSafePointRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_scope", "target")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_scope: KeyspaceScope
+    target: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., target: _Optional[int] = ...) -> None: ...
 
 class AdvanceTxnSafePointResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "old_txn_safe_point", "new_txn_safe_point", "blocker_description")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    OLD_TXN_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    NEW_TXN_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    BLOCKER_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    old_txn_safe_point: int
+    new_txn_safe_point: int
+    blocker_description: str
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., old_txn_safe_point: _Optional[int] = ..., new_txn_safe_point: _Optional[int] = ..., blocker_description: _Optional[str] = ...) -> None: ...
+
+class GCBarrierInfo(_message.Message):
+    __slots__ = ("barrier_id", "barrier_ts", "ttl_seconds")
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_TS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    barrier_id: str
+    barrier_ts: int
+    ttl_seconds: int
+    def __init__(self, barrier_id: _Optional[str] = ..., barrier_ts: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class GlobalGCBarrierInfo(_message.Message):
+    __slots__ = ("barrier_id", "barrier_ts", "ttl_seconds")
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_TS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    barrier_id: str
+    barrier_ts: int
+    ttl_seconds: int
+    def __init__(self, barrier_id: _Optional[str] = ..., barrier_ts: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SetGCBarrierRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_scope", "barrier_id", "barrier_ts", "ttl_seconds")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_TS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_scope: KeyspaceScope
+    barrier_id: str
+    barrier_ts: int
+    ttl_seconds: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., barrier_id: _Optional[str] = ..., barrier_ts: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SetGCBarrierResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "new_barrier_info")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    NEW_BARRIER_INFO_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    new_barrier_info: GCBarrierInfo
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., new_barrier_info: _Optional[_Union[GCBarrierInfo, _Mapping]] = ...) -> None: ...
 
 class DeleteGCBarrierRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_scope", "barrier_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_scope: KeyspaceScope
+    barrier_id: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., barrier_id: _Optional[str] = ...) -> None: ...
 
 class DeleteGCBarrierResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "deleted_barrier_info")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BARRIER_INFO_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    deleted_barrier_info: GCBarrierInfo
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted_barrier_info: _Optional[_Union[GCBarrierInfo, _Mapping]] = ...) -> None: ...
 
 class SetGlobalGCBarrierRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "barrier_id", "barrier_ts", "ttl_seconds")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_TS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    barrier_id: str
+    barrier_ts: int
+    ttl_seconds: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., barrier_id: _Optional[str] = ..., barrier_ts: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SetGlobalGCBarrierResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "new_barrier_info")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    NEW_BARRIER_INFO_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    new_barrier_info: GlobalGCBarrierInfo
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., new_barrier_info: _Optional[_Union[GlobalGCBarrierInfo, _Mapping]] = ...) -> None: ...
 
 class DeleteGlobalGCBarrierRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "barrier_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_ID_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    barrier_id: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., barrier_id: _Optional[str] = ...) -> None: ...
 
 class DeleteGlobalGCBarrierResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "deleted_barrier_info")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BARRIER_INFO_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    deleted_barrier_info: GlobalGCBarrierInfo
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted_barrier_info: _Optional[_Union[GlobalGCBarrierInfo, _Mapping]] = ...) -> None: ...
+
+class GCState(_message.Message):
+    __slots__ = ("keyspace_scope", "is_keyspace_level_gc", "txn_safe_point", "gc_safe_point", "gc_barriers")
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    IS_KEYSPACE_LEVEL_GC_FIELD_NUMBER: _ClassVar[int]
+    TXN_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    GC_SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
+    keyspace_scope: KeyspaceScope
+    is_keyspace_level_gc: bool
+    txn_safe_point: int
+    gc_safe_point: int
+    gc_barriers: _containers.RepeatedCompositeFieldContainer[GCBarrierInfo]
+    def __init__(self, keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., is_keyspace_level_gc: _Optional[bool] = ..., txn_safe_point: _Optional[int] = ..., gc_safe_point: _Optional[int] = ..., gc_barriers: _Optional[_Iterable[_Union[GCBarrierInfo, _Mapping]]] = ...) -> None: ...
+
+class GlobalGCBarriersInfo(_message.Message):
+    __slots__ = ("barriers",)
+    BARRIERS_FIELD_NUMBER: _ClassVar[int]
+    barriers: _containers.RepeatedCompositeFieldContainer[GlobalGCBarrierInfo]
+    def __init__(self, barriers: _Optional[_Iterable[_Union[GlobalGCBarrierInfo, _Mapping]]] = ...) -> None: ...
 
 class GetGCStateRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "keyspace_scope", "exclude_gc_barriers", "include_global_gc_barriers")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEYSPACE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_GLOBAL_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    keyspace_scope: KeyspaceScope
+    exclude_gc_barriers: bool
+    include_global_gc_barriers: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., keyspace_scope: _Optional[_Union[KeyspaceScope, _Mapping]] = ..., exclude_gc_barriers: _Optional[bool] = ..., include_global_gc_barriers: _Optional[bool] = ...) -> None: ...
 
 class GetGCStateResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "gc_state", "global_gc_barriers")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    GC_STATE_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    gc_state: GCState
+    global_gc_barriers: GlobalGCBarriersInfo
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., gc_state: _Optional[_Union[GCState, _Mapping]] = ..., global_gc_barriers: _Optional[_Union[GlobalGCBarriersInfo, _Mapping]] = ...) -> None: ...
 
 class GetAllKeyspacesGCStatesRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "exclude_gc_barriers", "exclude_global_gc_barriers")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_GLOBAL_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+    exclude_gc_barriers: bool
+    exclude_global_gc_barriers: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., exclude_gc_barriers: _Optional[bool] = ..., exclude_global_gc_barriers: _Optional[bool] = ...) -> None: ...
 
 class GetAllKeyspacesGCStatesResponse(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "gc_states", "global_gc_barriers")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    GC_STATES_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_GC_BARRIERS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+    gc_states: _containers.RepeatedCompositeFieldContainer[GCState]
+    global_gc_barriers: _containers.RepeatedCompositeFieldContainer[GlobalGCBarrierInfo]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., gc_states: _Optional[_Iterable[_Union[GCState, _Mapping]]] = ..., global_gc_barriers: _Optional[_Iterable[_Union[GlobalGCBarrierInfo, _Mapping]]] = ...) -> None: ...
 
 class GlobalConfigItem(_message.Message):
     __slots__ = ("name", "value", "error", "kind", "payload")
