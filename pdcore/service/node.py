@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pdcore.domain.cluster import ClusterMeta, check_bootstrap, make_cluster_id
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import (
+    AlreadyBootstrapped,
     CasConflict,
     NotBootstrapped,
     NotLeader,
@@ -281,8 +282,6 @@ class PdNode:
 
     async def bootstrap(self, store: Store | None, region: Region | None) -> None:
         self.check_serving()
-        from pdcore.domain.errors import AlreadyBootstrapped
-
         if self.cluster is not None:
             raise AlreadyBootstrapped()
         check_bootstrap(store, region)
@@ -613,6 +612,3 @@ class PdNode:
     def cluster_min_resolved_ts(self) -> int:
         live = [self.min_resolved_ts.get(s.id, 0) for s in self._stores.values() if s.is_up]
         return min(live) if live else 0
-
-
-Runner = Callable[[], Awaitable[None]]
