@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--regions", type=int, default=2000, help="regions at start (default 2000)")
     p.add_argument(
-        "--speed", type=float, default=30.0, help="simulated seconds per wall second (default 30)"
+        "--speed", type=float, default=15.0, help="simulated seconds per wall second (default 15)"
     )
     p.add_argument(
         "--max-wall",
