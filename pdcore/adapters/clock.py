@@ -33,9 +33,19 @@ class ScaledClock:
         self.speed = speed
         self._wall0 = time.time() if origin_s is None else origin_s
         self._mono0 = time.monotonic()
+        self._sim0 = 0.0
 
     def monotonic_s(self) -> float:
-        return (time.monotonic() - self._mono0) * self.speed
+        return self._sim0 + (time.monotonic() - self._mono0) * self.speed
+
+    def set_speed(self, speed: float) -> None:
+        """Change the rate from now on; simulated time stays continuous."""
+        if speed <= 0:
+            raise ValueError("clock speed must be positive")
+        now = time.monotonic()
+        self._sim0 += (now - self._mono0) * self.speed
+        self._mono0 = now
+        self.speed = speed
 
     def now_s(self) -> float:
         return self._wall0 + self.monotonic_s()
