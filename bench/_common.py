@@ -46,3 +46,36 @@ def progress(msg: str) -> None:
 
 def now() -> float:
     return time.perf_counter()
+
+
+async def bootstrap_stores(
+    stub: object, cluster_id: int, n_stores: int, id_budget: int
+) -> tuple[list[int], int]:
+    """Bootstrap a cluster on the first of `n_stores` fake stores, register the others,
+    and reserve `id_budget` ids for regions and peers. Returns (store ids, first id)."""
+    from pdcore.proto import metapb_pb2, pdpb_pb2
+
+    s = stub  # a pdpb_pb2_grpc.PDStub on an aio channel
+    h = pdpb_pb2.RequestHeader(cluster_id=cluster_id)
+    last = (await s.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=n_stores + 2))).id  # type: ignore[attr-defined]
+    stores = list(range(last - n_stores - 1, last - 1))
+    await s.Bootstrap(
+        pdpb_pb2.BootstrapRequest(  # type: ignore[attr-defined]
+            header=h,
+            store=metapb_pb2.Store(id=stores[0], address="127.0.0.1:1", version="8.5.0"),
+            region=metapb_pb2.Region(
+                id=last - 1,
+                region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+                peers=[metapb_pb2.Peer(id=last, store_id=stores[0])],
+            ),
+        )
+    )
+    for i, sid in enumerate(stores[1:]):
+        await s.PutStore(
+            pdpb_pb2.PutStoreRequest(  # type: ignore[attr-defined]
+                header=h,
+                store=metapb_pb2.Store(id=sid, address=f"127.0.0.1:{i + 2}", version="8.5.0"),
+            )
+        )
+    end = (await s.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=id_budget))).id  # type: ignore[attr-defined]
+    return stores, end - id_budget + 1

@@ -12,7 +12,7 @@ import sys
 import urllib.request
 
 import grpc
-from _common import cpu_seconds, now, progress, rss_bytes, start_server
+from _common import bootstrap_stores, cpu_seconds, now, progress, rss_bytes, start_server
 
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
 
@@ -101,33 +101,7 @@ async def setup(address: str) -> tuple[int, list[int], int]:
     async with grpc.aio.insecure_channel(address) as ch:
         stub = pdpb_pb2_grpc.PDStub(ch)
         cid = (await stub.GetMembers(pdpb_pb2.GetMembersRequest())).header.cluster_id
-        h = pdpb_pb2.RequestHeader(cluster_id=cid)
-        last = (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=STORES + 2))).id
-        stores = list(range(last - STORES - 1, last - 1))
-        boot_region, boot_peer = last - 1, last
-        await stub.Bootstrap(
-            pdpb_pb2.BootstrapRequest(
-                header=h,
-                store=metapb_pb2.Store(id=stores[0], address="127.0.0.1:1", version="8.5.0"),
-                region=metapb_pb2.Region(
-                    id=boot_region,
-                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
-                    peers=[metapb_pb2.Peer(id=boot_peer, store_id=stores[0])],
-                ),
-            )
-        )
-        for i, s in enumerate(stores[1:]):
-            await stub.PutStore(
-                pdpb_pb2.PutStoreRequest(
-                    header=h,
-                    store=metapb_pb2.Store(id=s, address=f"127.0.0.1:{i + 2}", version="8.5.0"),
-                )
-            )
-        first = (
-            (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=REGIONS * 40))).id
-            - REGIONS * 40
-            + 1
-        )
+        stores, first = await bootstrap_stores(stub, cid, STORES, REGIONS * 40)
         return cid, stores, first
 
 

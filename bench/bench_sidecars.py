@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-from _common import cpu_seconds, progress
+from _common import bootstrap_stores, cpu_seconds, progress
 
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
 from tests.support.kubecluster import KubeCluster, binary
@@ -129,31 +129,7 @@ async def setup(addresses: list[str], cid: int) -> list[list[pdpb_pb2.RegionHear
     async with grpc.aio.insecure_channel(addresses[0]) as ch:
         stub = pdpb_pb2_grpc.PDStub(ch)
         h = pdpb_pb2.RequestHeader(cluster_id=cid)
-        last = (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=STORES + 2))).id
-        stores = list(range(last - STORES - 1, last - 1))
-        await stub.Bootstrap(
-            pdpb_pb2.BootstrapRequest(
-                header=h,
-                store=metapb_pb2.Store(id=stores[0], address="127.0.0.1:1", version="8.5.0"),
-                region=metapb_pb2.Region(
-                    id=last - 1,
-                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
-                    peers=[metapb_pb2.Peer(id=last, store_id=stores[0])],
-                ),
-            )
-        )
-        for i, s in enumerate(stores[1:]):
-            await stub.PutStore(
-                pdpb_pb2.PutStoreRequest(
-                    header=h,
-                    store=metapb_pb2.Store(id=s, address=f"127.0.0.1:{i + 2}", version="8.5.0"),
-                )
-            )
-        first = (
-            (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h, count=REGIONS * 10))).id
-            - REGIONS * 10
-            + 1
-        )
+        stores, first = await bootstrap_stores(stub, cid, STORES, REGIONS * 10)
     per_store: list[list[pdpb_pb2.RegionHeartbeatRequest]] = [[] for _ in stores]
     for i in range(REGIONS):
         rid = first + i * 4
