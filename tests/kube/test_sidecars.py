@@ -285,6 +285,8 @@ async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: P
         pods.kill9(leader)
         new = await wait_leader(kube, pods, timeout=10)
         failovers.append((time.time_ns() - killed) / 1e9)
+        # The server side: a new leader answers TSO within 3 s of the kill (2 s lease).
+        assert failovers[-1] < 3.0, f"no leader serving TSO {failovers[-1]:.1f}s after the kill"
         load.communicate(timeout=60)
         rows = [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
         before = [ts for ts, at in rows if at < killed]
@@ -292,9 +294,10 @@ async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: P
         assert before and after
         assert min(after) > max(before)
         assert len({ts for ts, _ in rows}) == len(rows)
+        # The Go client adds its own reconnect backoff on top of the failover.
         first_after = min(at for ts, at in rows if at > killed)
-        assert (first_after - killed) / 1e9 < 3.0, (
-            f"first timestamp after kill took {(first_after - killed) / 1e9:.1f}s"
+        assert (first_after - killed) / 1e9 < 8.0, (
+            f"the Go client's first timestamp after the kill took {(first_after - killed) / 1e9:.1f}s"
         )
         await alloc(new)
         pods.start(leader)  # the killed pod comes back as a follower
