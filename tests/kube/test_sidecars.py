@@ -297,7 +297,7 @@ async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: P
         # The Go client adds its own reconnect backoff on top of the failover.
         first_after = min(at for ts, at in rows if at > killed)
         assert (first_after - killed) / 1e9 < 8.0, (
-            f"the Go client's first timestamp after the kill took {(first_after - killed) / 1e9:.1f}s"
+            f"the Go client's first timestamp came {(first_after - killed) / 1e9:.1f}s after the kill"
         )
         await alloc(new)
         pods.start(leader)  # the killed pod comes back as a follower
