@@ -11,6 +11,7 @@ import pytest
 
 from pdcore.adapters.kube.client import KubeClient
 from tests.support.kubecluster import KubeCluster, binary
+from tests.support.sidecars import fleet_on, pods  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
