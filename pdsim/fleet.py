@@ -39,6 +39,7 @@ log = logging.getLogger("kubepd.sim")
 
 GIB = 1 << 30
 STEP_DELAY_S = 0.1  # sim seconds for a raft admin command to apply
+RECONNECT_S = 0.3  # wall seconds before a store reopens a heartbeat stream PD ended
 
 
 @dataclass
@@ -82,6 +83,7 @@ class FleetStats:
     snapshots: int = 0
     splits: int = 0
     merges: int = 0
+    reconnects: int = 0
 
     def count(self, kind: str) -> None:
         self.applied[kind] = self.applied.get(kind, 0) + 1
@@ -245,9 +247,10 @@ class Fleet:
         s.tasks = [asyncio.get_running_loop().create_task(self._read(s))]
 
     async def _read(self, s: SimStore) -> None:
-        assert s.call is not None
+        call = s.call
+        assert call is not None
         try:
-            async for resp in s.call:
+            async for resp in call:
                 if resp.header.HasField("error"):
                     self.stats.heartbeat_errors += 1
                     continue
@@ -255,8 +258,19 @@ class Fleet:
                 if cmd is not None:
                     self.stats.commands += 1
                     self.on_command(s, cmd)
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            return  # closed on purpose
+        except grpc.aio.AioRpcError:
             pass
+        # PD ended the stream (a failover, a restart): reconnect, as TiKV does.
+        await asyncio.sleep(RECONNECT_S)
+        if self._running and s.up and s.call is call:
+            s.outbox.put_nowait(None)
+            self.stats.reconnects += 1
+            self._open_stream(s)
+            for r in self.regions.values():  # PD learns the leaders on the new stream
+                if r.leader_store == s.id:
+                    self.heartbeat(r)
 
     def _close_stream(self, s: SimStore) -> None:
         s.outbox.put_nowait(None)
