@@ -22,16 +22,21 @@ from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
+from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.service import SidecarService
+from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.region import Region
-from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
+from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
+from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
 
@@ -104,16 +109,34 @@ class SidecarServer:
         )
         await self.node.start(serve_writes=False)
         self.link = LeaderLink(lambda: self.leader_lease.holder, lambda: self.node.cluster_id)
+        # Operator steps: from the scheduler role's holder to the sidecar serving each
+        # store, which admits them only from the current holder (the fence).
+        self.directory = SidecarDirectory(self.client, o.namespace, o.cluster)
+        self.local_streams = HeartbeatStreams(
+            on_bind=lambda store_id: self.directory.announce(store_id, o.pod_name, url)
+        )
+        self.router = StepRouter(
+            self.local_streams,
+            url,
+            self.directory.url_of,
+            self._scheduler_term,
+            lambda: self.node.cluster_id,
+        )
+        self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
+        self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
         self.scheduling = SchedulingService(
             self.node,
-            self.node.streams,
+            self.router,
             self.node.clock,
             self.node.config,
             active=lambda: self.is_leader() and self.sched_lease.is_held(),
         )
         self.node.scheduling = self.scheduling
-        self.service = SidecarService(self.node, self.link, self.is_leader)
+        self.service = SidecarService(
+            self.node, self.link, self.is_leader, self.local_streams, o.pod_name
+        )
         pdpb_pb2_grpc.add_PDServicer_to_server(self.service, self._grpc)
+        kubepdpb_pb2_grpc.add_SidecarServicer_to_server(self.steps, self._grpc)
         meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
             MetaStorageService(self.node), self._grpc
         )
@@ -127,6 +150,7 @@ class SidecarServer:
         self.leader_lease.start()
         self.sched_lease.start(may_acquire=self.is_leader)
         self.scheduling.start()
+        self.directory.follow()
         loop = asyncio.get_running_loop()
         member_pb = pdpb_pb2.Member(
             name=self.member.name,
@@ -140,6 +164,11 @@ class SidecarServer:
             loop.create_task(self._refresh_follower()),
         ]
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
+
+    def _scheduler_term(self) -> tuple[str, int] | None:
+        """Our scheduler term while we hold the role (steps are signed with it)."""
+        lease = self.sched_lease
+        return (lease.identity, lease.token) if lease.is_held() else None
 
     def _leader_changed(self, held: bool) -> None:
         if held:
@@ -178,6 +207,8 @@ class SidecarServer:
         for t in self._tasks:
             t.cancel()
         await self.scheduling.stop()
+        await self.directory.stop()
+        await self.router.close()
         await self.leader_lease.stop(release=True)
         await self.sched_lease.stop(release=True)
         if self._grpc is not None:

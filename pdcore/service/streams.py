@@ -15,17 +15,23 @@ Deliver = Callable[[RegionCommand], None]
 
 
 class HeartbeatStreams:
-    def __init__(self) -> None:
+    def __init__(self, on_bind: Callable[[int], None] | None = None) -> None:
         self._streams: dict[int, Deliver] = {}
+        self.on_bind = on_bind  # told each store whose stream opens here
         self.sent = 0
         self.undeliverable = 0
 
     def bind(self, store_id: int, deliver: Deliver) -> None:
         self._streams[store_id] = deliver
+        if self.on_bind is not None:
+            self.on_bind(store_id)
 
     def unbind(self, store_id: int, deliver: Deliver) -> None:
         if self._streams.get(store_id) is deliver:
             del self._streams[store_id]
+
+    def has(self, store_id: int) -> bool:
+        return store_id in self._streams
 
     def connected(self) -> list[int]:
         return sorted(self._streams)

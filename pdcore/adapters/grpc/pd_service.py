@@ -29,6 +29,7 @@ from pdcore.domain.store import StoreState
 from pdcore.domain.tso import Timestamp
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
 from pdcore.service.node import PdNode, UnknownStoreStream
+from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.grpc")
 
@@ -175,10 +176,15 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
         return resp
 
     # -- region heartbeats -----------------------------------------------------------
+    def streams_for(self, context: Ctx) -> HeartbeatStreams | None:
+        """Where this stream is bound for pushing commands (None: nowhere)."""
+        return self.node.streams
+
     async def RegionHeartbeat(
         self, request_iterator: AsyncIterator[Any], context: Ctx
     ) -> AsyncIterator[Any]:
         node = self.node
+        streams = self.streams_for(context)
         out: asyncio.Queue[Any] = asyncio.Queue()
         end = object()
         bound: list[int] = [0]
@@ -206,11 +212,11 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
                         out.put_nowait(error_resp(NotBootstrapped(), None))
                         return
                     store_id = req.leader.store_id
-                    if store_id and store_id != bound[0]:
+                    if streams is not None and store_id and store_id != bound[0]:
                         if bound[0]:
-                            node.streams.unbind(bound[0], deliver)
+                            streams.unbind(bound[0], deliver)
                         bound[0] = store_id
-                        node.streams.bind(store_id, deliver)
+                        streams.bind(store_id, deliver)
                     try:
                         node.region_heartbeat(codec.region_from_heartbeat(req))
                     except UnknownStoreStream as e:
@@ -242,8 +248,8 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
                 yield item
         finally:
             reader.cancel()
-            if bound[0]:
-                node.streams.unbind(bound[0], deliver)
+            if streams is not None and bound[0]:
+                streams.unbind(bound[0], deliver)
 
     # -- region sync to followers (sidecars) ---------------------------------------------
     async def SyncRegions(

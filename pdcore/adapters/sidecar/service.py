@@ -24,6 +24,7 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.proto import pdpb_pb2
 from pdcore.service.node import PdNode
+from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
 
@@ -54,15 +55,31 @@ FORWARDED_UNARY = (
     "StoreGlobalConfig",
 )
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
+VIA_HEADER = "kubepd-via"  # set on streams a sidecar forwards to the pd-leader: its pod
 
 
 class SidecarService(PdService):
-    def __init__(self, node: PdNode, link: LeaderLink, is_leader: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        node: PdNode,
+        link: LeaderLink,
+        is_leader: Callable[[], bool],
+        local: HeartbeatStreams,
+        pod: str,
+    ) -> None:
         super().__init__(node)
         self.link = link
         self.is_leader = is_leader
+        self.local = local  # the heartbeat stream of this pod's own TiKV, for its steps
+        self.pod = pod
         self.absorbed = 0
         self.forwarded_heartbeats = 0
+
+    def streams_for(self, context: Ctx) -> HeartbeatStreams | None:
+        """Only this pod's TiKV gets steps through this process: a stream another sidecar
+        forwards (to us as the pd-leader) is not bound, its steps go to that sidecar."""
+        via = dict(context.invocation_metadata() or ()).get(VIA_HEADER)
+        return None if via else self.local
 
     def validate(self, header: pdpb_pb2.RequestHeader) -> None:
         """Cluster id and readiness only: who serves what is decided per RPC."""
@@ -115,6 +132,11 @@ class SidecarService(PdService):
         up: asyncio.Queue[Any] = asyncio.Queue()
         end = object()
         last_forward: dict[int, float] = {}
+        bound: list[int] = [0]
+        cluster_id = self.node.cluster_id
+
+        def deliver(cmd: Any) -> None:
+            out.put_nowait(codec.command_to_pb(cmd, cluster_id))
 
         async def upstream_requests() -> AsyncIterator[Any]:
             while True:
@@ -125,9 +147,11 @@ class SidecarService(PdService):
 
         async def relay() -> None:
             try:
-                call = self.link.current().RegionHeartbeat(upstream_requests())
+                call = self.link.current().RegionHeartbeat(
+                    upstream_requests(), metadata=((VIA_HEADER, self.pod),)
+                )
                 async for resp in call:
-                    out.put_nowait(resp)  # commands and errors go back to TiKV as they are
+                    out.put_nowait(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
                 log.info("upstream heartbeat stream ended: %s", e)
             out.put_nowait(end)
@@ -140,6 +164,12 @@ class SidecarService(PdService):
                     except TransportError as e:
                         out.put_nowait(e)
                         return
+                    store_id = req.leader.store_id
+                    if store_id and store_id != bound[0]:
+                        if bound[0]:
+                            self.local.unbind(bound[0], deliver)
+                        bound[0] = store_id
+                        self.local.bind(store_id, deliver)
                     region = codec.region_from_heartbeat(req)
                     cached = self.node.tree.get(region.id)
                     now = time.monotonic()
@@ -179,6 +209,8 @@ class SidecarService(PdService):
         finally:
             for t in tasks:
                 t.cancel()
+            if bound[0]:
+                self.local.unbind(bound[0], deliver)
 
 
 def _make_forwarder(name: str) -> Any:
