@@ -127,6 +127,13 @@ class Coordinator:
         ]
 
     def diagnose(self, name: str) -> dict[str, Any]:
+        if name == self.rule_checker.name:  # the patrol: regions it could not repair, why
+            pending = sorted(self.patrol.pending.items())
+            return {
+                "scheduler": name,
+                "summary": f"{len(pending)} regions need a repair that cannot be made yet",
+                "plans": [{"region": rid, "reason": why} for rid, why in pending[:100]],
+            }
         state = self.schedulers.get(name)
         if state is None:
             raise KeyError(f"scheduler {name} not found")
@@ -183,6 +190,7 @@ class Coordinator:
             self.new_id,
             hot=self.hot,
             evicted=self.evicted_stores(),
+            rules=self.rules(),
         )
         for name, st in list(self.schedulers.items()):
             if st.paused_until > now or now < st.next_run:

@@ -114,15 +114,19 @@ class RegionFit:
 
     @property
     def satisfied(self) -> bool:
-        return (
-            not self.orphans
-            and all(f.missing == 0 for f in self.fits)
-            and all(
-                (f.rule.wants_learner and all(p.is_learner for p in f.peers))
-                or (not f.rule.wants_learner and all(p.is_voter for p in f.peers))
-                for f in self.fits
-            )
+        return self.shortfall == 0
+
+    @property
+    def shortfall(self) -> int:
+        """How far from its rules the region is: missing replicas, replicas no rule
+        wants, and replicas in the wrong role."""
+        wrong_role = sum(
+            1
+            for f in self.fits
+            for p in f.peers
+            if not (p.is_learner if f.rule.wants_learner else p.is_voter)
         )
+        return sum(f.missing for f in self.fits) + len(self.orphans) + wrong_role
 
 
 def fit(region: Region, rules: list[Rule], stores: dict[int, Store]) -> RegionFit:
@@ -143,3 +147,17 @@ def fit(region: Region, rules: list[Rule], stores: dict[int, Store]) -> RegionFi
             left.remove(p)
         fits.append(rf)
     return RegionFit(fits, left)
+
+
+def move_keeps_rules(
+    region: Region, source: int, target: int, rules: list[Rule], stores: dict[int, Store]
+) -> bool:
+    """PD's placement safeguard: moving the replica on `source` to `target` must not
+    leave the region further from its rules than it is now."""
+    moved = region.with_(
+        peers=tuple(
+            Peer(p.id, target, p.role) if p.store_id == source else p for p in region.peers
+        )
+    )
+    before = fit(region, rules_for(region, rules), stores).shortfall
+    return fit(moved, rules_for(moved, rules), stores).shortfall <= before

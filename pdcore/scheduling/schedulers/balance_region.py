@@ -98,6 +98,13 @@ class BalanceRegion:
                             f"moving region {region.id} there would weaken isolation",
                         )
                         continue
+                    if not ctx.keeps_rules(region, source.id, t.id):
+                        diag.note(
+                            "target",
+                            f"store {t.id}",
+                            f"moving region {region.id} there would break its placement rules",
+                        )
+                        continue
                     if not score(source, -(size + tol)) > score(t, size + tol):
                         diag.note(
                             "target",

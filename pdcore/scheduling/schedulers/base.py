@@ -13,6 +13,7 @@ from pdcore.scheduling.cluster import ClusterView
 from pdcore.scheduling.controller import OperatorController
 from pdcore.scheduling.diagnostics import Diagnosis
 from pdcore.scheduling.operator import Operator, OpKind, StoreInfluence
+from pdcore.scheduling.rules import Rule, default_rules, move_keeps_rules
 
 SAMPLE_TRIES = 64
 
@@ -44,6 +45,14 @@ class SchedContext:
     new_id: Callable[[], int | None]
     hot: dict[int, HotStat] = field(default_factory=dict)
     evicted: set[int] = field(default_factory=set)
+    rules: list[Rule] = field(default_factory=list)  # the placement rules in force
+
+    def keeps_rules(self, region: Region, source: int, target: int) -> bool:
+        """Whether moving `region`'s replica from `source` to `target` keeps it as close
+        to its placement rules as it is (never undo what the rule checker does)."""
+        rules = self.rules or default_rules(self.view.config.replication)
+        stores = {s.id: s for s in self.view.stores()}
+        return move_keeps_rules(region, source, target, rules, stores)
 
     def stores(self) -> list[Store]:
         return [s for s in self.view.stores() if not s.is_tombstone]

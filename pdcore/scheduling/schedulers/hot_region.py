@@ -159,6 +159,8 @@ class HotRegion:
                         f"store {src} {kind} load {loads[src]:.0f}/s is above the mean {mean:.0f}/s"
                     )
                     if peers:
+                        if not ctx.keeps_rules(region, src, dst):
+                            continue
                         pid = ctx.new_id()
                         if pid is None:
                             return None

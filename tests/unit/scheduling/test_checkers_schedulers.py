@@ -179,6 +179,20 @@ def test_balance_region_respects_tolerance() -> None:
     assert BalanceRegion().schedule(ctx_for(c2), Diagnosis("r")) == []
 
 
+def test_balance_region_never_moves_a_replica_where_a_rule_forbids_it() -> None:
+    """Store 4 is nearly empty, but the rule keeps voters out of its zone: balancing must
+    not undo what the rule checker does (PD's placement safeguard)."""
+    stores = [store(1, zone="z1"), store(2, zone="z2"), store(3, zone="z3"), store(4, zone="z9")]
+    full = [region(i, [1, 2, 3], size=96) for i in range(1, 41)]
+    c = cluster(stores, full)
+    assert BalanceRegion().schedule(ctx_for(c), Diagnosis("r"))  # without the rule it would
+    ctx = ctx_for(c)
+    ctx.rules = [Rule(count=3, label_constraints=(LabelConstraint("zone", "notIn", ("z9",)),))]
+    diag = Diagnosis("r")
+    assert BalanceRegion().schedule(ctx, diag) == []
+    assert any("placement rules" in p.reason for p in diag.plans)
+
+
 def test_evict_leader_empties_a_store() -> None:
     regions = [region(i, [1, 2, 3], leader=2) for i in range(1, 11)]
     c = cluster([store(1), store(2), store(3)], regions)
