@@ -32,6 +32,7 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.storage.local import LocalStore
+from pdcore.domain.config import ClusterConfig
 from pdcore.domain.region import Region
 from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
 from pdcore.service.node import Member, PdNode
@@ -66,6 +67,7 @@ class SidecarServer:
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.client_address = ""
+        self.watched_config: ClusterConfig | None = None
 
     def is_leader(self) -> bool:
         return self.ready and self.leader_lease.is_held()
@@ -162,6 +164,8 @@ class SidecarServer:
                 self.link.sync_regions(self._apply_synced, member_pb, lambda: not self.is_leader())
             ),
             loop.create_task(self._refresh_follower()),
+            loop.create_task(self._follow_rules()),
+            loop.create_task(self._follow_config()),
         ]
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
 
@@ -181,6 +185,7 @@ class SidecarServer:
     async def _take_over(self) -> None:
         try:
             await self.node.become_leader()
+            self._reapply_watched()
             self.ready = self.leader_lease.is_held()
             log.info("serving as pd-leader", extra={"regions": len(self.node.tree)})
         except Exception:
@@ -193,6 +198,24 @@ class SidecarServer:
         except Exception:
             pass  # an older copy than ours
 
+    async def _follow_rules(self) -> None:
+        """PlacementRule objects are the rules in force, live; the pd-leader reports on
+        each object whether it was applied."""
+        async for rules in self.store.watch_rules(report=self.is_leader):
+            self.scheduling.coordinator.set_rules(rules or None)
+            log.info("placement rules in force", extra={"rules": len(rules)})
+
+    async def _follow_config(self) -> None:
+        """The TiKVCluster's schedule and replication config, live."""
+        async for config in self.store.watch_config():
+            self.watched_config = self.node.config = config
+            log.info("cluster config from the TiKVCluster is in force")
+
+    def _reapply_watched(self) -> None:
+        """Reloading durable state must not undo the TiKVCluster's config."""
+        if self.watched_config is not None:
+            self.node.config = self.watched_config
+
     async def _refresh_follower(self) -> None:
         """Followers re-read durable state (bootstrap, stores) now and then."""
         while True:
@@ -200,6 +223,7 @@ class SidecarServer:
             if not self.is_leader():
                 try:
                     await self.node.load_durable(serve_writes=False)
+                    self._reapply_watched()
                 except Exception:
                     log.debug("refresh failed", exc_info=True)
 

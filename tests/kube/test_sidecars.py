@@ -6,14 +6,16 @@ failover under TSO load."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 
-from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.client import KubeClient, crd_path
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
@@ -134,3 +136,67 @@ async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: P
         pods.start(leader)  # the killed pod comes back as a follower
     assert len(set(seen_ids)) == len(seen_ids), "an id was reused"
     print("failover seconds:", [round(f, 2) for f in failovers])
+
+
+async def test_placement_rules_and_config_from_resources_apply_live(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet
+) -> None:
+    """A PlacementRule object created while the sidecars run moves replicas where it
+    says, and the TiKVCluster's schedule config reaches the pd-leader, without restarts."""
+    fleet = fleet_on
+    await fleet.bootstrap(zones(3), round_robin(30, 3), size_mib=16)
+    await fleet.add_store({"zone": "z4", "host": "h4"})
+    z1 = next(sid for sid, s in fleet.stores.items() if s.labels.get("zone") == "z1")
+    pids = [sc.proc.pid for sc in pods.sidecars if sc.proc is not None]
+    rules = crd_path(pods.namespace, "placementrules")
+    await kube.create(
+        rules,
+        {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "PlacementRule",
+            "metadata": {"name": "not-in-z1"},
+            "spec": {
+                "cluster": pods.name,
+                "groupID": "pd",
+                "id": "default",
+                "role": "voter",
+                "count": 3,
+                "labelConstraints": [{"key": "zone", "op": "notIn", "values": ["z1"]}],
+            },
+        },
+    )
+    deadline = time.monotonic() + 120
+    while any(r.peer_on(z1) for r in fleet.regions.values()):
+        if time.monotonic() > deadline:
+            leader = await wait_leader(kube, pods)
+            why = await asyncio.to_thread(
+                http_json,
+                f"http://127.0.0.1:{leader.status_port}/pd/api/v1/schedulers/diagnostic/rule-checker",
+            )
+            raise AssertionError(f"replicas stayed on z1 against the rule: {why}")
+        await run_fleet(fleet, 1.0)
+    assert all(len(r.peers) == 3 for r in fleet.regions.values())
+    applied = (await kube.get(f"{rules}/not-in-z1"))["status"]["conditions"][0]
+    assert (applied["type"], applied["status"]) == ("Applied", "True")
+
+    await kube.create(
+        crd_path(pods.namespace, "tikvclusters"),
+        {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "TiKVCluster",
+            "metadata": {"name": pods.name},
+            "spec": {"replicas": 3, "image": "tikv", "schedule": {"leader-schedule-limit": 9}},
+        },
+    )
+    leader = await wait_leader(kube, pods)
+    url = f"http://127.0.0.1:{leader.status_port}/pd/api/v1/config/schedule"
+    deadline = time.monotonic() + 20
+    while (await asyncio.to_thread(http_json, url)).get("leader-schedule-limit") != 9:
+        assert time.monotonic() < deadline, "the TiKVCluster's config never reached PD"
+        await asyncio.sleep(0.3)
+    assert [sc.proc.pid for sc in pods.sidecars if sc.proc is not None] == pids
+
+
+def http_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
