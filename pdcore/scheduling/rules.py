@@ -155,9 +155,7 @@ def move_keeps_rules(
     """PD's placement safeguard: moving the replica on `source` to `target` must not
     leave the region further from its rules than it is now."""
     moved = region.with_(
-        peers=tuple(
-            Peer(p.id, target, p.role) if p.store_id == source else p for p in region.peers
-        )
+        peers=tuple(Peer(p.id, target, p.role) if p.store_id == source else p for p in region.peers)
     )
     before = fit(region, rules_for(region, rules), stores).shortfall
     return fit(moved, rules_for(moved, rules), stores).shortfall <= before
