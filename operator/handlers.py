@@ -17,6 +17,8 @@ GROUP, VERSION, PLURAL = "kubepd.io", "v1alpha1", "tikvclusters"
 _client: KubeClient | None = None
 
 PATHS = {
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "ConfigMap": ("/api/v1", "configmaps"),
     "Service": ("/api/v1", "services"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
@@ -56,17 +58,19 @@ async def apply(obj: dict[str, Any]) -> str:
     except NotFound:
         await client().create(path, obj)
         return "created"
-    desired_spec = obj.get("spec", obj.get("data"))
-    key = "spec" if "spec" in obj else "data"
+    # The parts we own: spec, data, or a RoleBinding's subjects (its roleRef is immutable).
+    keys = [k for k in ("spec", "data", "subjects") if k in obj]
+    desired = {k: obj[k] for k in keys}
     if obj["kind"] == "Service":  # clusterIP etc. are set by the API server
-        desired_spec = {**current.get("spec", {}), **obj["spec"]}
+        desired["spec"] = {**current.get("spec", {}), **obj["spec"]}
     if (
-        current.get(key) == desired_spec
+        all(current.get(k) == v for k, v in desired.items())
         and current["metadata"].get("labels") == obj["metadata"]["labels"]
     ):
         return "unchanged"
     await client().patch(
-        f"{path}/{name}", {"metadata": {"labels": obj["metadata"]["labels"]}, key: obj[key]}
+        f"{path}/{name}",
+        {"metadata": {"labels": obj["metadata"]["labels"]}, **{k: obj[k] for k in keys}},
     )
     return "updated"
 

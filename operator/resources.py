@@ -1,17 +1,25 @@
 """What a TiKVCluster becomes: pure builders of the Kubernetes objects (no I/O).
 
 A StatefulSet whose pods run TiKV and the kubepd sidecar, a headless Service for
-peers, a client Service, a PodDisruptionBudget allowing one pod down, and a ConfigMap
-with TiKV's and kubepd's configuration. The operator owns all of them.
+peers, a client Service, a PodDisruptionBudget allowing one pod down, a ConfigMap
+with TiKV's and kubepd's configuration, and the sidecars' identity: a ServiceAccount
+bound (in the cluster's namespace only) to the `kubepd-sidecar` ClusterRole that
+deploy/rbac.yaml and the chart define. The operator owns all of them.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 Obj = dict[str, Any]
 PD_PORT, TIKV_PORT, STATUS_PORT = 2379, 20160, 2381
 DEFAULT_SIDECAR_IMAGE = "kubepd:0.1.0"
+
+
+def sidecar_cluster_role() -> str:
+    """The ClusterRole the sidecars are bound to (the chart prefixes it with the release)."""
+    return os.environ.get("KUBEPD_SIDECAR_CLUSTERROLE", "kubepd-sidecar")
 
 
 def labels(name: str) -> dict[str, str]:
@@ -39,6 +47,32 @@ def _meta(body: Obj, name: str) -> Obj:
         "namespace": body["metadata"]["namespace"],
         "labels": labels(body["metadata"]["name"]),
         "ownerReferences": [owner(body)],
+    }
+
+
+def service_account(body: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(body, f"{body['metadata']['name']}-kubepd"),
+    }
+
+
+def sidecar_role_binding(body: Obj, cluster_role: str | None = None) -> Obj:
+    """What the sidecars may do, granted in this namespace only."""
+    name = f"{body['metadata']['name']}-kubepd"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(body, name),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role or sidecar_cluster_role(),
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": name, "namespace": body["metadata"]["namespace"]}
+        ],
     }
 
 
@@ -230,6 +264,8 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
 
 def all_objects(body: Obj) -> list[Obj]:
     return [
+        service_account(body),
+        sidecar_role_binding(body),
         configmap(body),
         headless_service(body),
         client_service(body),

@@ -89,6 +89,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pdcore.adapters.kube.errors import ApiError
     from pdcore.sidecar_app import SidecarOptions, SidecarServer
 
     logs.setup(args.log_level, args.log_format)
@@ -111,7 +112,18 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await server.start()
+        try:
+            await server.start()
+        except ApiError as e:
+            hint = (
+                "; the sidecar's ServiceAccount needs the kubepd-sidecar ClusterRole bound in "
+                f"namespace {opts.namespace} (deploy/rbac.yaml)"
+                if e.status in (401, 403)
+                else ""
+            )
+            log.error("cannot start: the API server refused: %s%s", e, hint)
+            await server.client.close()  # nothing else was started
+            return 2
         await stop.wait()
         log.info("shutting down")
         await server.stop()

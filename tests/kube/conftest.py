@@ -29,7 +29,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 
 
 def kubectl(
-    cluster: KubeCluster, *args: str, check: bool = True
+    cluster: KubeCluster, *args: str, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args],
@@ -37,6 +37,7 @@ def kubectl(
         text=True,
         check=check,
         timeout=60,
+        input=input,
     )
 
 

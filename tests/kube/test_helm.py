@@ -84,6 +84,7 @@ def test_install_run_operator_with_chart_rbac_and_uninstall(
     sa_kubeconfig.write_text(json.dumps(cfg))
     old = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(sa_kubeconfig)
+    os.environ["KUBEPD_SIDECAR_CLUSTERROLE"] = "kp-kubepd-sidecar"  # as the chart's Deployment
     import pd_operator.handlers as handlers
 
     handlers._client = None
@@ -144,6 +145,7 @@ def test_install_run_operator_with_chart_rbac_and_uninstall(
         assert denied.returncode != 0 and "forbidden" in denied.stderr
     finally:
         handlers._client = None
+        os.environ.pop("KUBEPD_SIDECAR_CLUSTERROLE", None)
         if old is None:
             os.environ.pop("KUBECONFIG", None)
         else:

@@ -95,6 +95,8 @@ def test_cluster_becomes_owned_objects_and_reconciles(
         ("service", "basic-pd"),
         ("pdb", "basic"),
         ("configmap", "basic-config"),
+        ("serviceaccount", "basic-kubepd"),
+        ("rolebinding", "basic-kubepd"),
     ]:
         owner = get(
             kube_cluster, ns, kind, name, "-o", "jsonpath={.metadata.ownerReferences[0].kind}"
@@ -109,6 +111,12 @@ def test_cluster_becomes_owned_objects_and_reconciles(
         "jsonpath={.spec.template.spec.containers[*].name}",
     )
     assert containers.split() == ["tikv", "kubepd"]
+    account = "{.spec.template.spec.serviceAccountName}"
+    assert get(kube_cluster, ns, "statefulset", "basic", "-o", f"jsonpath={account}") == (
+        "basic-kubepd"
+    )
+    role = get(kube_cluster, ns, "rolebinding", "basic-kubepd", "-o", "jsonpath={.roleRef.name}")
+    assert role == "kubepd-sidecar"
     # kube-controller-manager turns the StatefulSet into pods (no kubelet: they stay Pending).
     wait(lambda: len(get(kube_cluster, ns, "pods", "-o", "name").split()) == 3, what="3 pods")
     apply(kube_cluster, ns, CLUSTER % 4)

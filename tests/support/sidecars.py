@@ -50,6 +50,7 @@ class Pods:
     name: str
     workdir: Path
     sidecars: list[Sidecar] = field(default_factory=list)
+    kubeconfig: Path | None = None  # default: the cluster admin's
 
     def start(self, sc: Sidecar) -> None:
         cmd = [
@@ -64,7 +65,7 @@ class Pods:
             "--pod-name",
             sc.pod,
             "--kubeconfig",
-            str(self.cluster.kubeconfig),
+            str(self.kubeconfig or self.cluster.kubeconfig),
             "--client-urls",
             f"http://{sc.address}",
             "--status-addr",
@@ -150,21 +151,25 @@ async def serves_tso(sc: Sidecar) -> bool:
 
 @pytest.fixture
 async def fleet_on(pods: Pods, kube: KubeClient) -> AsyncIterator[Fleet]:
+    fleet = await fleet_for(pods, kube)
+    yield fleet
+    await fleet.close()
+
+
+async def fleet_for(pods: Pods, kube: KubeClient) -> Fleet:
+    """The simulator as TiKV, store i talking to sidecar i % n, once all answer."""
     leader = await wait_leader(kube, pods)
     for sc in pods.sidecars:  # every pod's PD answers before its TiKV starts
         deadline = time.monotonic() + 20
         while not await answers(sc):
             assert time.monotonic() < deadline, f"{sc.pod} never answered"
             await asyncio.sleep(0.2)
-    clock = ScaledClock(20.0)
-    fleet = Fleet(
+    return Fleet(
         leader.address,
         f"127.0.0.1:{leader.status_port}",
-        clock,
+        ScaledClock(20.0),
         store_addresses=[sc.address for sc in pods.sidecars],
     )
-    yield fleet
-    await fleet.close()
 
 
 async def run_fleet(fleet: Fleet, seconds: float) -> None:
