@@ -5,7 +5,10 @@ Run with `kopf run -m pd_operator.handlers --all-namespaces` (or `-n NS`)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import socket
 from typing import Any
 
 import kopf
@@ -142,3 +145,30 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.status["conditions"] = [
             condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready")
         ]
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """The cluster's scheduler role, held here while the operator runs (ARCHITECTURE §2):
+    the pd-leader hands it over and takes it back when this daemon is gone."""
+    from pdcore.scheduler_app import SchedulerHost, SchedulerOptions
+
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    identity = f"operator-{socket.gethostname()}-{os.getpid()}"
+    host = SchedulerHost(
+        SchedulerOptions(
+            ns,
+            name,
+            identity,
+            lease_duration_s=float(os.environ.get("KUBEPD_SIDECAR_LEASE_SECONDS", "5")),
+            renew_period_s=float(os.environ.get("KUBEPD_SIDECAR_RENEW_SECONDS", "1")),
+        ),
+        client(),
+    )
+    await host.start()
+    kopf.info(dict(body), reason="Scheduling", message=f"{identity} runs the scheduler role")
+    try:
+        while not stopped:
+            await asyncio.sleep(1.0)
+    finally:
+        await host.stop()

@@ -31,6 +31,7 @@ from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
+from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.region import Region
@@ -132,6 +133,7 @@ class SidecarServer:
             self.node.clock,
             self.node.config,
             active=lambda: self.is_leader() and self.sched_lease.is_held(),
+            may_bury=self.is_leader,
         )
         self.node.scheduling = self.scheduling
         self.service = SidecarService(
@@ -139,6 +141,9 @@ class SidecarServer:
         )
         pdpb_pb2_grpc.add_PDServicer_to_server(self.service, self._grpc)
         kubepdpb_pb2_grpc.add_SidecarServicer_to_server(self.steps, self._grpc)
+        kubepdpb_pb2_grpc.add_LeaderServicer_to_server(
+            StoreFeed(self.node, self.is_leader), self._grpc
+        )
         meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
             MetaStorageService(self.node), self._grpc
         )

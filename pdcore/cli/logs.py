@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -45,3 +46,19 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """--log-level and --log-format, the same for every long-running command."""
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: info)",
+    )
+    p.add_argument(
+        "--log-format",
+        default="json",
+        choices=["json", "text"],
+        help="structured JSON lines or readable text (default: json)",
+    )

@@ -11,6 +11,7 @@ import sys
 SUBCOMMANDS = (
     "pdcore.cli.serve",
     "pdcore.cli.sidecar",
+    "pdcore.cli.scheduler_host",
     "pdcore.cli.simulate",
     "pdcore.cli.demo",
     "pdcore.cli.schedulers",

@@ -73,18 +73,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--renew-period", type=float, default=1.0, help="seconds between Lease renewals (default 1)"
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default: info)",
-    )
-    p.add_argument(
-        "--log-format",
-        default="json",
-        choices=["json", "text"],
-        help="structured JSON lines or readable text (default: json)",
-    )
+    logs.add_arguments(p)
     p.set_defaults(func=run)
 
 

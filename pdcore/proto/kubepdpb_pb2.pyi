@@ -7,6 +7,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetRegionSizesRequest(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    def __init__(self, cluster_id: _Optional[int] = ...) -> None: ...
+
+class RegionSize(_message.Message):
+    __slots__ = ("region_id", "approximate_size_mib", "approximate_keys")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_SIZE_MIB_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    approximate_size_mib: int
+    approximate_keys: int
+    def __init__(self, region_id: _Optional[int] = ..., approximate_size_mib: _Optional[int] = ..., approximate_keys: _Optional[int] = ...) -> None: ...
+
+class GetRegionSizesResponse(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[RegionSize]
+    def __init__(self, regions: _Optional[_Iterable[_Union[RegionSize, _Mapping]]] = ...) -> None: ...
+
+class GetStoresRequest(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    def __init__(self, cluster_id: _Optional[int] = ...) -> None: ...
+
+class GetStoresResponse(_message.Message):
+    __slots__ = ("stores_json",)
+    STORES_JSON_FIELD_NUMBER: _ClassVar[int]
+    stores_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stores_json: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SchedulerTerm(_message.Message):
     __slots__ = ("holder", "term")
     HOLDER_FIELD_NUMBER: _ClassVar[int]

@@ -106,6 +106,128 @@ class Sidecar:
             _registered_method=True)
 
 
+class LeaderStub:
+    """Served by every sidecar, answered from its own view (ask the pd-leader for the live
+    one): what a scheduler outside the pd-leader needs besides the region sync.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStores = channel.unary_unary(
+                '/kubepdpb.Leader/GetStores',
+                request_serializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresRequest.SerializeToString,
+                response_deserializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresResponse.FromString,
+                _registered_method=True)
+        self.GetRegionSizes = channel.unary_unary(
+                '/kubepdpb.Leader/GetRegionSizes',
+                request_serializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesRequest.SerializeToString,
+                response_deserializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesResponse.FromString,
+                _registered_method=True)
+
+
+class LeaderServicer:
+    """Served by every sidecar, answered from its own view (ask the pd-leader for the live
+    one): what a scheduler outside the pd-leader needs besides the region sync.
+    """
+
+    def GetStores(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRegionSizes(self, request, context):
+        """Approximate sizes, which PD's region sync does not carry and scores need.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeaderServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStores': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStores,
+                    request_deserializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresRequest.FromString,
+                    response_serializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresResponse.SerializeToString,
+            ),
+            'GetRegionSizes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegionSizes,
+                    request_deserializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesRequest.FromString,
+                    response_serializer=pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kubepdpb.Leader', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kubepdpb.Leader', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Leader:
+    """Served by every sidecar, answered from its own view (ask the pd-leader for the live
+    one): what a scheduler outside the pd-leader needs besides the region sync.
+    """
+
+    @staticmethod
+    def GetStores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubepdpb.Leader/GetStores',
+            pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresRequest.SerializeToString,
+            pdcore_dot_proto_dot_kubepdpb__pb2.GetStoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegionSizes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubepdpb.Leader/GetRegionSizes',
+            pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesRequest.SerializeToString,
+            pdcore_dot_proto_dot_kubepdpb__pb2.GetRegionSizesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class SchedulerStub:
     """Served by whoever holds the scheduler role: proposals from store-scoped policies that
     run in the sidecars, arbitrated there against global limits.

@@ -64,9 +64,12 @@ class SchedulingService:
         config: ClusterConfig,
         rng: random.Random | None = None,
         active: Callable[[], bool] | None = None,
+        may_bury: Callable[[], bool] | None = None,
     ) -> None:
-        # `active`: whether this process holds the scheduler role right now.
+        # `active`: whether this process holds the scheduler role right now;
+        # `may_bury`: whether it writes store metadata (the pd-leader does).
         self.active = active or (lambda: True)
+        self.may_bury = may_bury or self.active
         self.view = view
         self.sink = sink
         self.clock = clock
@@ -125,15 +128,15 @@ class SchedulingService:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(TICK_WALL_S)
-            if not self.active():
-                continue
             now = self.now()
             try:
-                self._deliver(self.coordinator.tick(now))
-                if now - self._last_bury >= BURY_EVERY_S:
+                # An offline store with no regions left becomes Tombstone, whoever schedules.
+                if self.may_bury() and now - self._last_bury >= BURY_EVERY_S:
                     self._last_bury = now
                     for sid in await self.view.bury_empty_offline_stores():
                         log.info("store buried", extra={"store": sid})
+                if self.active():
+                    self._deliver(self.coordinator.tick(now))
             except Exception:
                 log.exception("scheduling tick failed")
 

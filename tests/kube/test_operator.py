@@ -117,6 +117,20 @@ def test_cluster_becomes_owned_objects_and_reconciles(
     )
     role = get(kube_cluster, ns, "rolebinding", "basic-kubepd", "-o", "jsonpath={.roleRef.name}")
     assert role == "kubepd-sidecar"
+    # The operator holds the cluster's scheduler role (a daemon per TiKVCluster).
+    holder = wait(
+        lambda: get(
+            kube_cluster,
+            ns,
+            "lease",
+            "basic-scheduler",
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ),
+        what="the scheduler Lease",
+    )
+    assert holder.startswith("operator-"), holder
     # kube-controller-manager turns the StatefulSet into pods (no kubelet: they stay Pending).
     wait(lambda: len(get(kube_cluster, ns, "pods", "-o", "name").split()) == 3, what="3 pods")
     apply(kube_cluster, ns, CLUSTER % 4)

@@ -127,8 +127,11 @@ class LeaderLink:
         apply: Callable[[Region], None],
         member: pdpb_pb2.Member,
         is_follower: Callable[[], bool],
+        caught_up: Callable[[], None] | None = None,
     ) -> None:
-        """Keep the local cache in sync while this sidecar follows; reconnects forever."""
+        """Keep the local cache in sync while this sidecar follows; reconnects forever.
+        `caught_up` is called when the leader's whole tree has arrived (an empty batch
+        ends it) — the view is complete from then on."""
         while True:
             if not is_follower():
                 await asyncio.sleep(0.5)
@@ -140,6 +143,8 @@ class LeaderLink:
                 )
 
                 async for resp in stub.SyncRegions(_one_then_wait(req)):
+                    if not resp.regions and caught_up is not None:
+                        caught_up()
                     for i, meta in enumerate(resp.regions):
                         region = codec.region_meta_from_pb(meta)
                         leader = resp.region_leaders[i] if i < len(resp.region_leaders) else None

@@ -13,9 +13,10 @@ from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig, ReplicationConfig, ScheduleConfig
 from pdcore.domain.gc import GcState, ServiceSafePoint
 from pdcore.domain.region import FlowStats, Peer, PeerRole, PeerStats, Region, RegionEpoch
-from pdcore.domain.store import NodeState, Store, StoreState
+from pdcore.domain.store import NodeState, Store, StoreState, StoreStats
 
 Json = dict[str, Any]
+_STATS_FIELDS = {f.name for f in dataclasses.fields(StoreStats)}
 
 
 def peer_to_json(p: Peer) -> list[int]:
@@ -75,6 +76,16 @@ def store_to_json(s: Store) -> Json:
         "last_heartbeat": s.last_heartbeat_ns,
         "physically_destroyed": s.physically_destroyed,
     }
+
+
+def store_with_stats_to_json(s: Store) -> Json:
+    """A store with its heartbeat figures, for schedulers outside the pd-leader."""
+    return {**store_to_json(s), "stats": dataclasses.asdict(s.stats)}
+
+
+def store_with_stats_from_json(d: Json) -> Store:
+    stats = StoreStats(**{k: v for k, v in d.get("stats", {}).items() if k in _STATS_FIELDS})
+    return store_from_json(d).with_(stats=stats)
 
 
 def store_from_json(d: Json) -> Store:
