@@ -27,6 +27,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.lease import LeaseRole
+from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import PD_LEADER, lease_name, scheduler_preferred
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port
@@ -143,6 +144,10 @@ class SchedulerHost:
             may_bury=lambda: False,
         )
         self.scheduling.start()
+        self.region_operators = RegionOperatorResources(
+            self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
+        )
+        self.region_operators.start()
         if o.status_addr:
             await self._serve_status(o.status_addr)
         member = pdpb_pb2.Member(name=o.identity)
@@ -277,6 +282,7 @@ class SchedulerHost:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.region_operators.stop()
         await self.scheduling.stop()
         await self.lease.stop(release=True)
         await self.leader_watch.stop(release=False)

@@ -25,6 +25,7 @@ from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
+from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
@@ -158,6 +159,10 @@ class SidecarServer:
         self.sched_lease.start(may_acquire=self.is_leader)
         self.scheduling.start()
         self.directory.follow()
+        self.region_operators = RegionOperatorResources(
+            self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
+        )
+        self.region_operators.start()
         loop = asyncio.get_running_loop()
         member_pb = pdpb_pb2.Member(
             name=self.member.name,
@@ -235,6 +240,7 @@ class SidecarServer:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        await self.region_operators.stop()
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()

@@ -200,3 +200,38 @@ async def test_placement_rules_and_config_from_resources_apply_live(
 def http_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+async def test_region_operator_objects_become_pd_operators(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet
+) -> None:
+    fleet = fleet_on
+    await fleet.bootstrap(zones(3), round_robin(12, 3), size_mib=16)
+    await run_fleet(fleet, 2.0)
+    region = next(iter(fleet.regions.values()))
+    target = next(p.store_id for p in region.peers if p.store_id != region.leader_store)
+    path = crd_path(pods.namespace, "regionoperators")
+
+    def rop(name: str, spec: dict[str, object]) -> dict[str, object]:
+        return {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "RegionOperator",
+            "metadata": {"name": name},
+            "spec": {"cluster": pods.name, **spec},
+        }
+
+    await kube.create(
+        path, rop("move", {"transferLeader": {"regionID": region.id, "toStore": target}})
+    )
+    await kube.create(path, rop("nowhere", {"transferLeader": {"regionID": 999999, "toStore": 1}}))
+    deadline = time.monotonic() + 30
+    while True:
+        move = (await kube.get(f"{path}/move")).get("status", {})
+        bad = (await kube.get(f"{path}/nowhere")).get("status", {})
+        if move.get("phase") == "Succeeded" and bad.get("phase") == "Failed":
+            break
+        assert time.monotonic() < deadline, (move, bad)
+        await run_fleet(fleet, 0.5)
+    assert fleet.regions[region.id].leader_store == target
+    assert move["kind"] == "transferLeader" and move["stepsDone"] == move["stepsTotal"] == 1
+    assert "region 999999 not found" in bad["message"]
