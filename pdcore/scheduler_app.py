@@ -25,6 +25,7 @@ from aiohttp import web
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
@@ -88,6 +89,7 @@ class SchedulerOptions:
     lease_duration_s: float = 5.0
     renew_period_s: float = 1.0
     status_addr: str | None = None  # HOST:PORT for /health and the scheduling API
+    status_interval_s: float = 10.0  # TiKVCluster status.scheduling at most this often
 
 
 class SchedulerHost:
@@ -148,6 +150,16 @@ class SchedulerHost:
             self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
         )
         self.region_operators.start()
+        self.status_report = SchedulingStatus(
+            self.client,
+            o.namespace,
+            o.cluster,
+            o.identity,
+            self.scheduling.summary,
+            self.scheduling.active,
+            interval_s=o.status_interval_s,
+        )
+        self.status_report.start()
         if o.status_addr:
             await self._serve_status(o.status_addr)
         member = pdpb_pb2.Member(name=o.identity)
@@ -283,6 +295,7 @@ class SchedulerHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.region_operators.stop()
+        await self.status_report.stop()
         await self.scheduling.stop()
         await self.lease.stop(release=True)
         await self.leader_watch.stop(release=False)

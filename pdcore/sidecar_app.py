@@ -22,6 +22,7 @@ from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
@@ -163,6 +164,15 @@ class SidecarServer:
             self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
         )
         self.region_operators.start()
+        self.status_report = SchedulingStatus(
+            self.client,
+            o.namespace,
+            o.cluster,
+            identity,
+            self.scheduling.summary,
+            self.scheduling.active,
+        )
+        self.status_report.start()
         loop = asyncio.get_running_loop()
         member_pb = pdpb_pb2.Member(
             name=self.member.name,
@@ -241,6 +251,7 @@ class SidecarServer:
         for t in self._tasks:
             t.cancel()
         await self.region_operators.stop()
+        await self.status_report.stop()
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()

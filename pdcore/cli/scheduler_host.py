@@ -62,6 +62,12 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="HOST:PORT for /health and the scheduling API under /pd/api/v1 (default: none)",
     )
+    p.add_argument(
+        "--status-interval",
+        type=float,
+        default=10.0,
+        help="seconds between updates of the TiKVCluster's status.scheduling (default 10)",
+    )
     logs.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         lease_duration_s=args.lease_duration,
         renew_period_s=args.renew_period,
         status_addr=args.status_addr,
+        status_interval_s=args.status_interval,
     )
 
     async def main() -> int:

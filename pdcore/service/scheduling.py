@@ -180,5 +180,34 @@ class SchedulingService:
     def operators(self) -> list[dict[str, object]]:
         return [op.summary() for op in self.coordinator.controller.running.values()]
 
+    def summary(self) -> dict[str, Any]:
+        """What scheduling is doing, or why it is doing nothing, in a few words."""
+        coord = self.coordinator
+        running = list(coord.controller.running.values())
+        finished = sum(
+            n for key, n in coord.controller.counters.items() if not key.endswith(":create")
+        )
+        halted = coord.halted or self.view.config.schedule.halt_scheduling
+        if halted:
+            text = "scheduling is halted"
+        elif running:
+            kinds: dict[str, int] = {}
+            for op in running:
+                kinds[op.desc] = kinds.get(op.desc, 0) + 1
+            text = "running: " + ", ".join(f"{n} {d}" for d, n in sorted(kinds.items()))
+        else:
+            idle = [
+                f"{name}: {st.last.summary or 'nothing scheduled'}"
+                for name, st in sorted(coord.schedulers.items())
+                if st.last is not None
+            ]
+            text = "; ".join(idle) or "no scheduler has run yet"
+        return {
+            "operatorsInFlight": len(running),
+            "operatorsFinished": finished,
+            "halted": bool(halted),
+            "summary": text[:1024],
+        }
+
     def history(self, limit: int = 100) -> list[dict[str, object]]:
         return [op.summary() for op in list(self.coordinator.controller.history)[-limit:]]

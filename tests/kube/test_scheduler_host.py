@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pdcore.adapters.kube import kinds
-from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.client import KubeClient, crd_path
 from pdcore.adapters.kube.lease import LeaseRecord
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
@@ -47,6 +47,8 @@ def start_host(pods: Pods, identity: str, log: Path, status_port: int) -> subpro
             "2",
             "--renew-period",
             "0.3",
+            "--status-interval",
+            "1",
             "--status-addr",
             f"127.0.0.1:{status_port}",
             "--log-format",
@@ -102,6 +104,15 @@ async def test_the_scheduler_role_moves_out_of_the_pd_leader_and_back(
     pods: Pods, kube: KubeClient, fleet_on: Fleet, tmp_path: Path
 ) -> None:
     fleet = fleet_on
+    await kube.create(
+        crd_path(pods.namespace, "tikvclusters"),
+        {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "TiKVCluster",
+            "metadata": {"name": pods.name},
+            "spec": {"replicas": 3, "image": "tikv"},
+        },
+    )
     await fleet.bootstrap(zones(3), round_robin(60, 3), size_mib=16)
     await run_fleet(fleet, 1.0)
     leader = await wait_leader(kube, pods)
@@ -120,6 +131,16 @@ async def test_the_scheduler_role_moves_out_of_the_pd_leader_and_back(
         assert await scheduler_holder(kube, pods) == "operator-a"
         assert operators_created_by(leader.status_port) == before
         assert all(len(r.peers) >= 3 for r in fleet.regions.values())
+        # Its summary reaches the TiKVCluster status (rate-bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            obj = await kube.get(f"{crd_path(pods.namespace, 'tikvclusters')}/{pods.name}")
+            summary = obj.get("status", {}).get("scheduling", {})
+            if summary.get("holder") == "operator-a" and summary.get("operatorsFinished", 0) >= 30:
+                break
+            assert time.monotonic() < deadline, summary
+            await run_fleet(fleet, 0.5)
+        assert summary["summary"]
 
         # Kill it: the pd-leader takes scheduling over, and nothing stalls.
         os.killpg(host.pid, signal.SIGKILL)
