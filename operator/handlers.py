@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import kopf
-from pd_operator import resources
+from pd_operator import lifecycle, resources
 
 from pdcore.adapters.kube.client import ApiError, Conflict, KubeClient, NotFound
 
@@ -93,6 +93,14 @@ def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
     raw = dict(body)
+    ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    try:  # never shrink under a store: scale-in goes one drained store at a time (observe)
+        sts = await client().get(lifecycle.STS_PATH.format(ns=ns, name=name))
+        current = int(sts["spec"]["replicas"])
+        if current > int(raw["spec"]["replicas"]):
+            raw = {**raw, "spec": {**raw["spec"], "replicas": current}}
+    except NotFound:
+        pass
     actions = []
     for obj in resources.all_objects(raw):
         try:
@@ -115,9 +123,10 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_
         "Reconciling" if actions else body.get("status", {}).get("phase", "Reconciling")
     )
     patch.status["observedGeneration"] = body["metadata"].get("generation")
-    patch.status["conditions"] = [
-        condition("Reconciled", True, "Applied", "; ".join(actions) or "all objects up to date")
-    ]
+    patch.status["conditions"] = with_condition(
+        body,
+        condition("Reconciled", True, "Applied", "; ".join(actions) or "all objects up to date"),
+    )
     logger.info("reconciled %s", raw["metadata"]["name"])
 
 
@@ -142,9 +151,51 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     ):
         patch.status["readyReplicas"] = ready
         patch.status["phase"] = phase
-        patch.status["conditions"] = [
-            condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready")
-        ]
+        patch.status["conditions"] = with_condition(
+            body,
+            condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready"),
+        )
+    await drive_scale_in(body, patch, sts)
+
+
+async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> None:
+    raw = dict(body)
+    step = await lifecycle.scale_in_step(client(), raw)
+    previous = next(
+        (c for c in body.get("status", {}).get("conditions", []) if c["type"] == "ScaleIn"), None
+    )
+    if step is None:
+        if previous is not None and previous["status"] == "True":
+            patch.status["conditions"] = with_condition(
+                body, condition("ScaleIn", False, "Done", "no scale-in under way"), patch
+            )
+        return
+    for reason, message in step.events:
+        kopf.info(raw, reason=reason, message=message)
+    if step.warning and (previous is None or previous.get("message") != step.message):
+        kopf.warn(raw, reason=step.reason, message=step.message)
+    if step.replicas != int(sts["spec"]["replicas"]):
+        ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        await client().patch(
+            lifecycle.STS_PATH.format(ns=ns, name=name), {"spec": {"replicas": step.replicas}}
+        )
+    patch.status["phase"] = "Scaling"
+    patch.status["conditions"] = with_condition(
+        body,
+        condition("ScaleIn", step.reason != "DrainBlocked", step.reason, step.message),
+        patch,
+    )
+
+
+def with_condition(
+    body: kopf.Body, cond: dict[str, Any], patch: kopf.Patch | None = None
+) -> list[dict[str, Any]]:
+    """The status conditions (as this patch leaves them, else as the body has them) with
+    `cond` in place of its type's, the others kept."""
+    base = (patch.status.get("conditions") if patch is not None else None) or body.get(
+        "status", {}
+    ).get("conditions", [])
+    return [*(c for c in base if c["type"] != cond["type"]), cond]
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)

@@ -36,7 +36,9 @@ from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.config import ClusterConfig
+from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
+from pdcore.domain.store import StoreState
 from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
@@ -185,6 +187,7 @@ class SidecarServer:
             ),
             loop.create_task(self._refresh_follower()),
             loop.create_task(self._follow_rules()),
+            loop.create_task(self._drive_store_states()),
             loop.create_task(self._follow_config()),
         ]
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
@@ -224,6 +227,36 @@ class SidecarServer:
         async for rules in self.store.watch_rules(report=self.is_leader):
             self.scheduling.coordinator.set_rules(rules or None)
             log.info("placement rules in force", extra={"rules": len(rules)})
+
+    async def _drive_store_states(self) -> None:
+        """TiKVStore spec.desiredState is how the operator asks for a drain (Offline) or
+        calls it off (Up). The pd-leader carries it out, or says in status.drain why not
+        (e.g. too few stores would be left for max-replicas): never forced."""
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.is_leader():
+                continue
+            for sid, obj in list(self.directory.objects.items()):
+                want = (obj.get("spec") or {}).get("desiredState")
+                store = self.node.get_store(sid)
+                if store is None or store.is_tombstone:
+                    continue
+                if want == "Offline" and store.is_up:
+                    target, done = StoreState.OFFLINE, "regions are moving off the store"
+                elif want == "Up" and store.is_offline:
+                    target, done = StoreState.UP, "the drain was called off"
+                else:
+                    continue
+                try:
+                    await self.node.set_store_state(sid, target)
+                    drain = {
+                        "state": "Draining" if target == StoreState.OFFLINE else "Cancelled",
+                        "message": done,
+                    }
+                except PdError as e:
+                    drain = {"state": "Blocked", "message": str(e)}
+                if (obj.get("status") or {}).get("drain") != drain:
+                    await self.directory.report_drain(sid, drain)
 
     async def _follow_config(self) -> None:
         """The TiKVCluster's schedule and replication config, live."""

@@ -60,3 +60,6 @@ async def namespace(kube: KubeClient) -> str:
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     )
     return name
+
+
+from tests.support.operator_run import operator  # noqa: E402, F401  (fixture; needs kubectl above)

@@ -235,7 +235,7 @@ class KubeCluster:
                 str(binary("kube-controller-manager")),
                 f"--kubeconfig={self.kubeconfig}",
                 "--controllers=namespace,garbagecollector,statefulset,replicaset,deployment,serviceaccount,"
-                "serviceaccount-token,disruption",
+                "serviceaccount-token,disruption,pvc-protection",
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
                 f"--root-ca-file={self.ca_file}",

@@ -13,7 +13,7 @@ import contextlib
 import logging
 
 from pdcore.adapters.kube import convert, kinds, watching
-from pdcore.adapters.kube.client import ApiError, KubeClient
+from pdcore.adapters.kube.client import ApiError, KubeClient, Obj
 
 log = logging.getLogger("kubepd.kube.directory")
 ANNOUNCE_RETRY_S = 1.0
@@ -25,6 +25,7 @@ class SidecarDirectory:
         self.namespace = namespace
         self.cluster = cluster
         self.urls: dict[int, str] = {}  # store id -> sidecar URL
+        self.objects: dict[int, Obj] = {}  # store id -> its TiKVStore object
         self._announced: tuple[int, str] | None = None
         self._wanted: tuple[int, str, str] | None = None
         self._wake = asyncio.Event()
@@ -46,12 +47,15 @@ class SidecarDirectory:
             field_selector=f"spec.cluster={self.cluster}",
         ):
             urls: dict[int, str] = {}
+            by_id: dict[int, Obj] = {}
             for obj in objs.values():
                 sidecar = (obj.get("status") or {}).get("sidecar") or {}
                 store_id = (obj.get("spec") or {}).get("storeID")
-                if isinstance(store_id, int) and sidecar.get("url"):
-                    urls[store_id] = str(sidecar["url"])
-            self.urls = urls
+                if isinstance(store_id, int):
+                    by_id[store_id] = obj
+                    if sidecar.get("url"):
+                        urls[store_id] = str(sidecar["url"])
+            self.urls, self.objects = urls, by_id
 
     # -- announcing this sidecar's store -------------------------------------------------
     def announce(self, store_id: int, pod: str, url: str) -> None:
@@ -84,6 +88,16 @@ class SidecarDirectory:
                 log.debug("store %d not announced yet: %s", store_id, e)
                 await asyncio.sleep(ANNOUNCE_RETRY_S)
                 self._wake.set()
+
+    async def report_drain(self, store_id: int, drain: Obj) -> None:
+        """status.drain of a store: how the drain the operator asked for goes."""
+        path = kinds.TIKV_STORES.path(
+            self.namespace, convert.store_name(self.cluster, store_id), "status"
+        )
+        try:
+            await self.client.patch(path, {"status": {"drain": drain}})
+        except ApiError as e:
+            log.info("store %d drain status not written: %s", store_id, e)
 
     async def stop(self) -> None:
         for t in self._tasks:
