@@ -18,6 +18,7 @@ from pdcore.adapters.kube.client import ApiError, Conflict, KubeClient, NotFound
 
 GROUP, VERSION, PLURAL = "kubepd.io", "v1alpha1", "tikvclusters"
 _client: KubeClient | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
 
 PATHS = {
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
@@ -30,9 +31,12 @@ PATHS = {
 
 
 def client() -> KubeClient:
-    global _client  # one client per operator process, made on first use
-    if _client is None:
-        _client = KubeClient.auto()
+    """One client per operator event loop, made on first use (a client's HTTP session
+    belongs to the loop it was made on; an embedding may run kopf more than once)."""
+    global _client, _client_loop
+    loop = asyncio.get_running_loop()
+    if _client is None or _client_loop is not loop:
+        _client, _client_loop = KubeClient.auto(), loop
     return _client
 
 
@@ -94,15 +98,20 @@ def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]
 async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
     raw = dict(body)
     ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    partition = None
     try:  # never shrink under a store: scale-in goes one drained store at a time (observe)
         sts = await client().get(lifecycle.STS_PATH.format(ns=ns, name=name))
         current = int(sts["spec"]["replicas"])
         if current > int(raw["spec"]["replicas"]):
             raw = {**raw, "spec": {**raw["spec"], "replicas": current}}
+        status = sts.get("status") or {}
+        if status.get("updateRevision") != status.get("currentRevision"):  # mid-upgrade
+            rolling = sts["spec"].get("updateStrategy", {}).get("rollingUpdate", {})
+            partition = int(rolling.get("partition", 0))
     except NotFound:
         pass
     actions = []
-    for obj in resources.all_objects(raw):
+    for obj in resources.all_objects(raw, partition):
         try:
             what = await apply(obj)
         except (ApiError, Conflict) as e:
@@ -155,10 +164,42 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             body,
             condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready"),
         )
-    await drive_scale_in(body, patch, sts)
+    if not await drive_scale_in(body, patch, sts):
+        await drive_upgrade(body, patch, sts)
 
 
-async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> None:
+async def drive_upgrade(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> None:
+    raw = dict(body)
+    step = await lifecycle.upgrade_step(client(), raw, sts)
+    if step is None:
+        return
+    for reason, message in step.events:
+        (kopf.warn if reason == "LeaderEvictionStalled" else kopf.info)(
+            raw, reason=reason, message=message
+        )
+    if step.partition is not None:
+        ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        await client().patch(
+            lifecycle.STS_PATH.format(ns=ns, name=name),
+            {"spec": {"updateStrategy": {"rollingUpdate": {"partition": step.partition}}}},
+        )
+    done = step.reason == "Done"
+    if not done:
+        patch.status["phase"] = "Upgrading"
+    patch.status["conditions"] = with_condition(
+        body,
+        condition(
+            "Upgrade",
+            not done and not step.warning,
+            step.reason,
+            step.message,
+        ),
+        patch,
+    )
+
+
+async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> bool:
+    """One step of a scale-in; whether one is under way."""
     raw = dict(body)
     step = await lifecycle.scale_in_step(client(), raw)
     previous = next(
@@ -169,7 +210,7 @@ async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]
             patch.status["conditions"] = with_condition(
                 body, condition("ScaleIn", False, "Done", "no scale-in under way"), patch
             )
-        return
+        return False
     for reason, message in step.events:
         kopf.info(raw, reason=reason, message=message)
     if step.warning and (previous is None or previous.get("message") != step.message):
@@ -185,6 +226,7 @@ async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]
         condition("ScaleIn", step.reason != "DrainBlocked", step.reason, step.message),
         patch,
     )
+    return True
 
 
 def with_condition(

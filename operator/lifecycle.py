@@ -12,9 +12,10 @@ operator resumes where it was.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
-from pdcore.adapters.kube import kinds
+from pdcore.adapters.kube import convert, kinds
 from pdcore.adapters.kube.client import KubeClient, NotFound, Obj
 
 STS_PATH = "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}"
@@ -93,5 +94,122 @@ async def scale_in_step(client: KubeClient, body: Obj) -> ScaleIn | None:
         current,
         "Draining",
         f"draining store {sid} of pod {pod}: {left} regions left",
+        events=events,
+    )
+
+
+# -- rolling upgrade --------------------------------------------------------------------
+EVICT_SINCE = "kubepd.io/evict-leaders-since"
+
+
+@dataclass
+class Upgrade:
+    """What one look at a rolling upgrade decided."""
+
+    partition: int | None  # the StatefulSet partition to set (None: leave it)
+    reason: str
+    message: str
+    warning: bool = False
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _ordinal(pod: Obj) -> int:
+    return int(pod["metadata"]["name"].rsplit("-", 1)[1])
+
+
+def _ready(pod: Obj) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+async def _set_evict(client: KubeClient, ns: str, store: Obj, on: bool) -> None:
+    note = convert.format_time(time.time()) if on else None
+    await client.patch(
+        kinds.TIKV_STORES.path(ns, store["metadata"]["name"]),
+        {"metadata": {"annotations": {EVICT_SINCE: note}}, "spec": {"evictLeaders": on}},
+    )
+
+
+async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | None:
+    """One step of a rolling upgrade (None when every pod runs the current template).
+
+    The StatefulSet's partition holds every pod at its revision; pods are updated from
+    the highest ordinal down, one at a time: evict the pod's leaders (TiKVStore
+    spec.evictLeaders), wait until none is left or the timeout passes, lower the
+    partition to that ordinal so the StatefulSet restarts the pod, wait until the new
+    pod is Ready, end the eviction, go on."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    revision = (sts.get("status") or {}).get("updateRevision")
+    if not revision:
+        return None
+    replicas = int(sts["spec"]["replicas"])
+    rolling = (sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
+    partition = int(rolling.get("partition", 0))
+    pods = (
+        await client.list_objects(
+            f"/api/v1/namespaces/{ns}/pods", label_selector=f"app.kubernetes.io/instance={name}"
+        )
+    ).items
+    pods = [
+        p for p in pods if _ordinal(p) < replicas and not p["metadata"].get("deletionTimestamp")
+    ]
+    stores = (
+        await client.list_objects(kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}")
+    ).items
+    events: list[tuple[str, str]] = []
+    current = [
+        p for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision
+    ]
+    for pod in current:  # updated and ready again: its leaders may come back
+        store = _pod_store(stores, pod["metadata"]["name"])
+        if store is not None and store["spec"].get("evictLeaders") and _ready(pod):
+            await _set_evict(client, ns, store, False)
+            events.append(("Upgraded", f"pod {pod['metadata']['name']} runs the new revision"))
+    outdated = sorted((p for p in pods if p not in current), key=_ordinal, reverse=True)
+    if not outdated:
+        if len(current) < replicas:
+            return Upgrade(None, "Waiting", "waiting for pods to be created", events=events)
+        if partition != replicas:  # hold every pod until the next template change
+            return Upgrade(replicas, "Done", "every pod runs the new revision", events=events)
+        return None if not events else Upgrade(None, "Done", "upgrade finished", events=events)
+    waiting = [p["metadata"]["name"] for p in current if not _ready(p) and _ordinal(p) >= partition]
+    if waiting:
+        return Upgrade(
+            None, "Restarting", f"waiting for pod {waiting[0]} to be ready", events=events
+        )
+    pod = outdated[0]
+    pod_name, k = pod["metadata"]["name"], _ordinal(pod)
+    store = _pod_store(stores, pod_name)
+    if store is None or (store.get("status") or {}).get("state") == "Tombstone":
+        events.append(("Restarting", f"restarting pod {pod_name} (no live store)"))
+        return Upgrade(k, "Restarting", f"restarting pod {pod_name}", events=events)
+    sid = store["spec"]["storeID"]
+    if not store["spec"].get("evictLeaders"):
+        await _set_evict(client, ns, store, True)
+        events.append(("EvictingLeaders", f"evicting leaders from store {sid} of pod {pod_name}"))
+        return Upgrade(None, "EvictingLeaders", f"evicting leaders of {pod_name}", events=events)
+    leaders = (store.get("status") or {}).get("leaderCount")
+    notes = store["metadata"].get("annotations") or {}
+    since = convert.parse_time(notes[EVICT_SINCE]) if notes.get(EVICT_SINCE) else time.time()
+    timeout = float(body["spec"].get("leaderEvictionTimeoutSeconds", 600))
+    if leaders != 0:
+        if time.time() - since < timeout:
+            return Upgrade(
+                None,
+                "EvictingLeaders",
+                f"store {sid} of pod {pod_name}: {leaders if leaders is not None else '?'} "
+                "leaders left",
+                events=events,
+            )
+        events.append(
+            ("LeaderEvictionStalled",
+             f"store {sid} still has {leaders} leaders after {timeout:.0f}s; restarting anyway")
+        )  # fmt: skip
+    events.append(("Restarting", f"restarting pod {pod_name} with the new revision"))
+    return Upgrade(
+        k,
+        "LeaderEvictionStalled" if leaders != 0 else "Restarting",
+        f"restarting pod {pod_name}",
+        warning=leaders != 0,
         events=events,
     )

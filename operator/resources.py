@@ -262,7 +262,9 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
     }
 
 
-def all_objects(body: Obj) -> list[Obj]:
+def all_objects(body: Obj, partition: int | None = None) -> list[Obj]:
+    """Everything the cluster owns. `partition` holds pods at their revision (the
+    operator lowers it one pod at a time during a rolling upgrade); default: all."""
     return [
         service_account(body),
         sidecar_role_binding(body),
@@ -270,5 +272,5 @@ def all_objects(body: Obj) -> list[Obj]:
         headless_service(body),
         client_service(body),
         pdb(body),
-        statefulset(body),
+        statefulset(body, body["spec"]["replicas"] if partition is None else partition),
     ]

@@ -27,6 +27,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import PD_LEADER, lease_name, scheduler_preferred
@@ -150,6 +151,15 @@ class SchedulerHost:
             self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
         )
         self.region_operators.start()
+        self.evictions = LeaderEvictions(
+            self.client,
+            o.namespace,
+            o.cluster,
+            self.directory,
+            self.scheduling,
+            self.scheduling.active,
+        )
+        self.evictions.start()
         self.status_report = SchedulingStatus(
             self.client,
             o.namespace,
@@ -295,6 +305,7 @@ class SchedulerHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.region_operators.stop()
+        await self.evictions.stop()
         await self.status_report.stop()
         await self.scheduling.stop()
         await self.lease.stop(release=True)

@@ -24,6 +24,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
@@ -166,6 +167,15 @@ class SidecarServer:
             self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
         )
         self.region_operators.start()
+        self.evictions = LeaderEvictions(
+            self.client,
+            o.namespace,
+            o.cluster,
+            self.directory,
+            self.scheduling,
+            self.scheduling.active,
+        )
+        self.evictions.start()
         self.status_report = SchedulingStatus(
             self.client,
             o.namespace,
@@ -284,6 +294,7 @@ class SidecarServer:
         for t in self._tasks:
             t.cancel()
         await self.region_operators.stop()
+        await self.evictions.stop()
         await self.status_report.stop()
         await self.scheduling.stop()
         await self.directory.stop()

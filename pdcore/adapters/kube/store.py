@@ -58,6 +58,7 @@ class _StoreRecord:
     obj: Obj
     status_at: float | None = None  # monotonic time of our last status write
     status: Obj | None = None  # the status we last wrote
+    state: int | None = None  # PD's store state when we last wrote the spec
 
 
 class KubeStore:
@@ -312,13 +313,24 @@ class KubeStore:
         rec = self._stores[store.id] = _StoreRecord(obj)
         return rec
 
-    async def save_store(self, store: Store) -> None:
+    def _merged_spec(self, store: Store, rec: _StoreRecord) -> Spec:
+        """PD's metadata of the store, keeping what others ask for in the same spec:
+        `evictLeaders` always, and a `desiredState` PD has not acted on yet (PD's own
+        state has not changed since we last wrote it)."""
         spec = convert.store_spec(self.cluster, store)
-        rec = await self._store_record(store, spec)
+        current = rec.obj.get("spec") or {}
+        if "evictLeaders" in current:
+            spec["evictLeaders"] = current["evictLeaders"]
+        if rec.state == int(store.state) and "desiredState" in current:
+            spec["desiredState"] = current["desiredState"]
+        return spec
+
+    async def save_store(self, store: Store) -> None:
+        rec = await self._store_record(store, convert.store_spec(self.cluster, store))
         path = kinds.TIKV_STORES.path(self.namespace, rec.obj["metadata"]["name"])
         deadline = self.clock.monotonic_s() + self.contention_timeout_s
         attempt = 0
-        while rec.obj.get("spec") != spec:
+        while rec.obj.get("spec") != (spec := self._merged_spec(store, rec)):
             try:
                 rec.obj = await self.client.replace(path, {**rec.obj, "spec": spec})
                 self.writes += 1
@@ -334,6 +346,7 @@ class KubeStore:
             except ApiError:
                 self._stores.pop(store.id, None)  # unknown outcome: read it next time
                 raise
+        rec.state = int(store.state)
         await self._save_store_status(store, rec, path)
 
     async def _save_store_status(self, store: Store, rec: _StoreRecord, path: str) -> None:
