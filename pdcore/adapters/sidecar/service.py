@@ -128,6 +128,10 @@ class SidecarService(PdService):
             async for resp in super().RegionHeartbeat(request_iterator, context):
                 yield resp
             return
+        if self.streams_for(context) is None:
+            # Another sidecar took us for the pd-leader (a stale Lease, e.g. we were it
+            # before a restart): its stream is not ours to serve or bind.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not the pd-leader")
         out: asyncio.Queue[Any] = asyncio.Queue()
         up: asyncio.Queue[Any] = asyncio.Queue()
         end = object()
