@@ -41,7 +41,7 @@ def client() -> KubeClient:
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
+async def login(**_: Any) -> kopf.ConnectionInfo:
     """Credentials from $KUBECONFIG or the pod's service account, as the sidecars use."""
     c = client()
     return kopf.ConnectionInfo(server=c.server, ca_path=c.ca_file, token=c.token)
