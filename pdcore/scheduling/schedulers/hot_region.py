@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pdcore.domain.region import Region
 from pdcore.scheduling import filters
 from pdcore.scheduling.diagnostics import Diagnosis
 from pdcore.scheduling.operator import Operator, OpKind, Priority, move_peer, transfer_leader
 from pdcore.scheduling.schedulers.base import SchedContext
+from pdcore.scheduling.steps import AddLearnerStep, RemovePeerStep, TransferLeaderStep
 
 # Minimum rates before a region counts as hot, per dimension (PD's minimum thresholds).
 MIN_HOT = {
@@ -81,13 +83,15 @@ class HotRegion:
         return out
 
     def loads(self, ctx: SchedContext, hot: dict[int, float], peers: bool) -> dict[int, float]:
+        """Hot load per up store, counting each region where its running operator will
+        leave it: without this pending influence, one stale snapshot sends every hot
+        leader of a store away at once and the next pass sends them back."""
         loads = {s.id: 0.0 for s in ctx.stores() if s.is_up}
         for rid, rate in hot.items():
             r = ctx.view.tree.get(rid)
             if r is None:
                 continue
-            holders = [p.store_id for p in r.peers] if peers else [r.leader_store_id]
-            for sid in holders:
+            for sid in _holders_after(r, ctx.controller.running.get(rid), peers):
                 if sid in loads:
                     loads[sid] += rate
         return loads
@@ -180,3 +184,17 @@ class HotRegion:
                     return op
             diag.note(kind, f"store {src}", "no hot region on it can move to a cooler store")
         return None
+
+
+def _holders_after(region: Region, op: Operator | None, peers: bool) -> set[int]:
+    """The stores holding the region's leader (or its peers) once `op` has run."""
+    leader = region.leader_store_id
+    stores = {p.store_id for p in region.peers}
+    for step in op.steps[op.step_index :] if op is not None else ():
+        if isinstance(step, TransferLeaderStep):
+            leader = step.to_store
+        elif isinstance(step, AddLearnerStep):
+            stores.add(step.to_store)
+        elif isinstance(step, RemovePeerStep):
+            stores.discard(step.from_store)
+    return stores if peers else {leader}

@@ -246,6 +246,33 @@ def test_hot_region_moves_a_hot_leader_on_any_dimension(dimension: str) -> None:
     assert ops[0].desc == "transfer-hot-write-leader"
 
 
+def test_hot_region_counts_running_operators_and_stops_at_balance() -> None:
+    """Passes in a row, before any operator finishes, move only what balance needs."""
+    from pdcore.scheduling.schedulers.base import HotStat
+    from pdcore.scheduling.schedulers.hot_region import HotRegion
+
+    c = cluster(
+        [store(i) for i in (1, 2, 3, 4)],
+        [region(i, [1, 2, 3] if i % 2 else [1, 3, 4], leader=1) for i in range(1, 9)],
+        hot_region_schedule_limit=10,
+    )
+    ctx = ctx_for(c)
+    for rid in range(1, 9):
+        ctx.hot[rid] = HotStat(read_bytes=16 * 1024 * 1024.0)
+    sched = HotRegion()
+    ops = []
+    for _ in range(10):
+        got = sched.schedule(ctx, Diagnosis("hot"))
+        for op in got:
+            assert ctx.controller.add(op, NOW) is None
+        ops += got
+    after = {sid: 0 for sid in (1, 2, 3, 4)}
+    for r in c.tree:
+        running = ctx.controller.running.get(r.id)
+        after[running.steps[0].to_store if running else r.leader_store_id] += 1  # type: ignore[union-attr]
+    assert len(ops) == 6 and sorted(after.values()) == [2, 2, 2, 2], after
+
+
 def test_scheduler_config_is_validated() -> None:
     from pdcore.scheduling.schedulers.hot_region import HotRegion
 
