@@ -16,13 +16,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.33.5")
 BIN = Path(
@@ -41,12 +42,6 @@ def _reap_all() -> None:
 
 
 atexit.register(_reap_all)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def binary(name: str) -> Path:
