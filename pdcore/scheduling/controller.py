@@ -28,6 +28,7 @@ from pdcore.scheduling.steps import (
     PromoteLearnerStep,
     RemovePeerStep,
     SplitStep,
+    TransferLeaderStep,
 )
 
 FAST_RESEND_S = 2.0
@@ -216,6 +217,12 @@ class OperatorController:
             op.last_sent_at = -1e18
         step = op.current
         assert step is not None
+        lost = self._lost_target(op, now)
+        if lost:
+            # A snapshot to a dead store never finishes: give the region back to the
+            # checkers now instead of holding it for the step's whole timeout.
+            self._end(op, OpStatus.CANCELED, now, lost)
+            return []
         if now - op.step_started_at > step.timeout(op.region_size):
             self._end(op, OpStatus.TIMEOUT, now, f"step '{step.describe()}' timed out")
             return []
@@ -237,6 +244,27 @@ class OperatorController:
             op.started_at = now
         cmd = RegionCommand(region.id, region.epoch, region.leader, body)
         return [(region.leader_store_id, cmd)]
+
+    def _lost_target(self, op: Operator, now: float) -> str:
+        """Why a store the operator still has to add a peer to or hand the leader to can
+        no longer take it (gone, down, offline, tombstone); empty if every one can."""
+        max_down = self.view.config.schedule.max_store_down_time_s
+        for step in op.steps[op.step_index :]:
+            if isinstance(step, AddLearnerStep | PromoteLearnerStep | TransferLeaderStep):
+                targets: tuple[int, ...] = (step.to_store,)
+            elif isinstance(step, JointEnterStep):
+                targets = tuple(p.store_id for p in step.promote)
+            else:
+                continue
+            for sid in targets:
+                store = self.view.get_store(sid)
+                if store is None or store.is_tombstone:
+                    return f"target store {sid} is gone"
+                if store.is_offline:
+                    return f"target store {sid} is going offline"
+                if store.last_heartbeat_ns and store.is_down(now, max_down):
+                    return f"target store {sid} is down"
+        return ""
 
     def _end(self, op: Operator, status: OpStatus, now: float, reason: str) -> None:
         op.finish(status, now, reason)

@@ -155,3 +155,30 @@ def test_admin_kind_skips_store_limits() -> None:
     r = c.tree.get(1)  # type: ignore[attr-defined]
     op = move_peer(r, 3, 4, 5, "admin", kind=OpKind.ADMIN)
     assert ctrl.add(op, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"hb_age": 4000}, "target store 4 is down"),
+        ({"offline": True}, "target store 4 is going offline"),
+        ({}, ""),
+    ],
+)
+def test_operator_to_a_store_that_can_no_longer_take_it_is_cancelled(
+    change: dict[str, object], why: str
+) -> None:
+    c = cluster([store(1), store(2), store(3), store(4)], [region(1, [1, 2, 3])])
+    ctrl = OperatorController(c)
+    r = c.tree.get(1)
+    assert r is not None
+    op = move_peer(r, 3, 4, 99, "test")
+    ctrl.add(op, NOW)
+    assert ctrl.dispatch(r, NOW, force=True) != []  # add-learner on store 4 sent
+    c.add_stores([store(4, **change)])  # type: ignore[arg-type]
+    ctrl.tick(NOW + 6)
+    if why:
+        assert op.status == OpStatus.CANCELED and op.end_reason == why
+        assert 1 not in ctrl.running  # the checkers may schedule the region again
+    else:
+        assert op.status == OpStatus.STARTED
