@@ -31,6 +31,7 @@ from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import PD_LEADER, lease_name, scheduler_preferred
+from pdcore.adapters.kube.scheduling_policies import start_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port
 from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
@@ -170,6 +171,7 @@ class SchedulerHost:
             interval_s=o.status_interval_s,
         )
         self.status_report.start()
+        self.policies = start_policies(self.client, o.namespace, o.cluster, self.scheduling)
         if o.status_addr:
             await self._serve_status(o.status_addr)
         member = pdpb_pb2.Member(name=o.identity)
@@ -307,6 +309,8 @@ class SchedulerHost:
         await self.region_operators.stop()
         await self.evictions.stop()
         await self.status_report.stop()
+        if self.policies is not None:
+            await self.policies.stop()
         await self.scheduling.stop()
         await self.lease.stop(release=True)
         await self.leader_watch.stop(release=False)

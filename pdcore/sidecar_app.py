@@ -29,6 +29,7 @@ from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
+from pdcore.adapters.kube.scheduling_policies import start_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.sidecar.leader_link import LeaderLink
@@ -185,6 +186,9 @@ class SidecarServer:
             self.scheduling.active,
         )
         self.status_report.start()
+        self.policies = start_policies(
+            self.client, o.namespace, o.cluster, self.scheduling, self.is_leader
+        )
         loop = asyncio.get_running_loop()
         member_pb = pdpb_pb2.Member(
             name=self.member.name,
@@ -296,6 +300,8 @@ class SidecarServer:
         await self.region_operators.stop()
         await self.evictions.stop()
         await self.status_report.stop()
+        if self.policies is not None:
+            await self.policies.stop()
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()

@@ -136,6 +136,8 @@ class PolicyService:
         result = await asyncio.to_thread(policy.instance.run, snapshot)
         if self.policies.get(policy.name) is not policy:
             return  # replaced or removed while it ran: drop its output
+        if not svc.active():
+            return  # lost the scheduler role while it ran: only the holder makes operators
         policy.runs += 1
         policy.last_run_ms = getattr(result, "wall_ms", 0.0)
         policy.next_run = svc.now() + policy.interval_s

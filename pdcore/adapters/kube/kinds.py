@@ -15,6 +15,7 @@ REGION_OPERATORS = Resource(GROUP, VERSION, "regionoperators")
 SCHEDULING_POLICIES = Resource(GROUP, VERSION, "schedulingpolicies")
 PD_METAS = Resource(GROUP, VERSION, "pdmetas")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
+CONFIG_MAPS = Resource("", "v1", "configmaps")
 
 CLUSTER_LABEL = "kubepd.io/cluster"
 STORE_ID_LABEL = "kubepd.io/store-id"

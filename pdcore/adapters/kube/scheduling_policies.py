@@ -1,0 +1,390 @@
+"""SchedulingPolicy objects (scope: cluster) become the Wasm policies of whoever holds
+the scheduler role: added, replaced and removed live, with their figures in status.
+
+Every process that may take the role (the operator's SchedulerHost; a sidecar while it
+is the pd-leader) follows its cluster's objects and keeps their modules compiled, so a
+role change costs no fetch and no compile. PolicyService runs them only while this
+process holds the role, and only the holder writes status: at most every
+STATUS_MIN_INTERVAL_S per object, and only when it changed. Counts continue from the
+status the previous holder wrote for the same generation and module.
+
+A module comes from its source (policy_modules): inline, a ConfigMap key or an http(s)
+URL. A source that cannot be read, a module that does not compile or speaks another ABI
+make that object Failed with the reason; nothing else is affected. ConfigMaps are read
+again every RESYNC_S (the sidecar role may get them, not watch them), so a new module
+there replaces the policy; a source that could not be read is tried again on the same
+beat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pdcore.adapters.kube import convert, kinds, watching
+from pdcore.adapters.kube.client import ApiError, KubeClient, NotFound, Obj
+from pdcore.adapters.kube.policy_modules import ModuleSources, ModuleUnavailable, digest_of
+from pdcore.service.policies import LoadedPolicy, PolicyService
+from pdcore.service.scheduling import SchedulingService
+
+if TYPE_CHECKING:
+    from pdcore.adapters.wasm.host import WasmHost
+
+log = logging.getLogger("kubepd.kube.policies")
+RESYNC_S = 10.0
+RECONCILE_TICK_S = 1.0
+STATUS_TICK_S = 1.0
+STATUS_MIN_INTERVAL_S = 3.0
+MAX_ERROR_CHARS = 4096
+
+
+@dataclass
+class Entry:
+    """What this process knows of one SchedulingPolicy object."""
+
+    uid: str
+    generation: int
+    from_config_map: bool = False
+    digest: str = ""  # sha256 hex of the module bytes, once read
+    policy: LoadedPolicy | None = None
+    error: str = ""  # why there is no policy
+    retry: bool = False
+    # Counts carried over from status when this process took the role, so the figures
+    # keep growing across holders; None while it does not hold the role.
+    offset: tuple[int, int, int] | None = None
+    seen_runs: int = 0
+    last_run_time: str = ""
+    ready: tuple[str, str, str] = ("", "", "")  # status, reason, lastTransitionTime
+    written: Obj | None = None
+    written_at: float = float("-inf")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.uid, self.generation
+
+
+def object_key(obj: Obj) -> tuple[str, int]:
+    meta = obj["metadata"]
+    return str(meta.get("uid", "")), int(meta.get("generation", 0))
+
+
+class SchedulingPolicyResources:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        cluster: str,
+        scheduling: SchedulingService,
+        host: WasmHost,
+        candidate: Callable[[], bool] | None = None,
+        *,
+        resync_s: float = RESYNC_S,
+        status_min_interval_s: float = STATUS_MIN_INTERVAL_S,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.cluster = cluster
+        self.active = scheduling.active
+        # Whether this process may take the role (a sidecar only while it is the
+        # pd-leader): others keep no module loaded and read no source.
+        self.candidate = candidate or (lambda: True)
+        self.host = host
+        self.sources = ModuleSources(client, namespace)
+        self.service = PolicyService(scheduling)
+        self.resync_s = resync_s
+        self.status_min_interval_s = status_min_interval_s
+        self.objects: dict[str, Obj] = {}
+        self.entries: dict[str, Entry] = {}
+        self.status_writes = 0
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.service.start()
+        self._tasks = [
+            loop.create_task(self._follow()),
+            loop.create_task(self._reconcile_loop()),
+            loop.create_task(self._status_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.service.stop()
+        self.host.close()
+
+    # -- following the objects ------------------------------------------------------------
+    async def _follow(self) -> None:
+        async for objs in watching.follow(
+            self.client,
+            kinds.SCHEDULING_POLICIES.path(self.namespace),
+            field_selector=f"spec.cluster={self.cluster}",
+        ):
+            # Store-scoped policies run in each sidecar over its own regions, not here.
+            self.objects = {
+                name: obj
+                for name, obj in objs.items()
+                if (obj.get("spec") or {}).get("scope", "cluster") == "cluster"
+            }
+            self._changed.set()
+
+    async def _reconcile_loop(self) -> None:
+        last_resync = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), RECONCILE_TICK_S)
+            self._changed.clear()
+            if not self.candidate():
+                for name in list(self.entries):
+                    self._unload(name)  # compiled modules stay cached in the host
+                continue
+            resync = time.monotonic() - last_resync >= self.resync_s
+            if resync:
+                last_resync = time.monotonic()
+            try:
+                await self.reconcile(resync)
+            except Exception:
+                log.exception("SchedulingPolicy reconcile failed")
+
+    async def reconcile(self, resync: bool = False) -> None:
+        """Load what is new or changed, unload what is gone; with `resync`, also read
+        ConfigMaps again and retry sources that could not be read."""
+        for name in [n for n in self.entries if n not in self.objects]:
+            self._unload(name)
+        # One at a time: a slow URL delays the others by at most its fetch timeout.
+        for name, obj in list(self.objects.items()):
+            entry = self.entries.get(name)
+            current = entry if entry is not None and entry.key == object_key(obj) else None
+            if current is None:
+                await self._load(name, obj, None)
+            elif resync and (current.retry or current.from_config_map):
+                await self._load(name, obj, current)
+
+    def _unload(self, name: str) -> None:
+        self.entries.pop(name, None)
+        if name in self.service.policies:
+            self.service.remove(name)
+
+    async def _load(self, name: str, obj: Obj, current: Entry | None) -> None:
+        spec = obj.get("spec") or {}
+        module = spec.get("module") or {}
+        uid, generation = object_key(obj)
+        entry = Entry(uid, generation, from_config_map="configMapRef" in module)
+        try:
+            wasm = await self.sources.read(module)
+        except ModuleUnavailable as e:
+            if current is not None and current.policy is not None:
+                # A policy that runs keeps its module while its ConfigMap cannot be read.
+                log.warning("policy %s: module not read again: %s", name, e)
+                return
+            entry.error, entry.retry = str(e), e.retry
+        else:
+            entry.digest = digest_of(wasm)
+            if current is not None and current.digest == entry.digest and not current.retry:
+                return  # the same module as before: nothing to replace
+            try:
+                entry.policy = await asyncio.to_thread(self._build, name, spec, wasm)
+            except ValueError as e:
+                entry.error = str(e)
+        if self.objects.get(name) is None or object_key(self.objects[name]) != entry.key:
+            return  # changed or deleted while it loaded: the next pass sees the new one
+        self._install(name, entry)
+
+    def _install(self, name: str, entry: Entry) -> None:
+        old = self.entries.get(name)
+        if old is not None:  # status bookkeeping carries over; the counts do not
+            entry.ready, entry.written, entry.written_at = old.ready, old.written, old.written_at
+            entry.last_run_time = old.last_run_time
+        self.entries[name] = entry
+        if entry.policy is not None:
+            try:
+                self.service.put(entry.policy)
+            except ValueError as e:
+                entry.policy, entry.error = None, str(e)
+        if entry.policy is None:
+            if name in self.service.policies:
+                self.service.remove(name)
+            if old is None or old.error != entry.error:
+                log.warning("policy %s not loaded: %s", name, entry.error)
+
+    # -- the module's bytes and the sandbox -------------------------------------------------
+    def _build(self, name: str, spec: Obj, wasm: bytes) -> LoadedPolicy:
+        """Compile, instantiate and check the ABI (in a worker thread); ValueError says
+        why the module is refused. The same checks as `kubepd policy add`."""
+        # Imported here: this module must import without wasmtime (see start_policies).
+        from pdcore.adapters.wasm.host import Limits, PolicyInstance, PolicyLoadError
+
+        lim = spec.get("limits") or {}
+        config = spec.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError("spec.config must be an object")
+        try:
+            limits = Limits(
+                fuel=int(lim.get("fuel", 100_000_000)),
+                memory_bytes=int(lim.get("memoryMiB", 64)) << 20,
+                timeout_ms=int(lim.get("timeoutMillis", 500)),
+                max_proposals=int(lim.get("maxProposals", 64)),
+            )
+            instance = PolicyInstance(self.host, wasm, limits)
+        except PolicyLoadError as e:
+            raise ValueError(str(e)) from None
+        except Exception as e:  # a trap at instantiation, limits below the module's needs
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"the module could not be instantiated: {first}") from None
+        return LoadedPolicy(
+            name=name,
+            instance=instance,
+            config=config,
+            interval_s=float(spec.get("intervalSeconds", 10)),
+            failure_strategy=str(spec.get("failureStrategy", "Disable")),
+            max_proposals=limits.max_proposals,
+            scope="cluster",
+            priority=int(spec.get("priority", 50)),
+        )
+
+    # -- status --------------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_TICK_S)
+            if not self.active():
+                for entry in self.entries.values():  # whoever holds the role writes
+                    entry.offset, entry.written = None, None
+                continue
+            for name, entry in list(self.entries.items()):
+                obj = self.objects.get(name)
+                if obj is None or object_key(obj) != entry.key:
+                    continue
+                try:
+                    await self.write_status(name, obj, entry)
+                except Exception:
+                    log.exception("SchedulingPolicy %s status", name)
+
+    async def write_status(self, name: str, obj: Obj, entry: Entry) -> None:
+        now = time.time()
+        if entry.offset is None:
+            self._take_over(obj, entry)
+        p = entry.policy
+        if p is not None and p.runs > entry.seen_runs:
+            entry.seen_runs, entry.last_run_time = p.runs, convert.format_time(now)
+        status = self.status_of(entry, now)
+        if status == entry.written:
+            return
+        if time.monotonic() - entry.written_at < self.status_min_interval_s:
+            return
+        try:
+            await self.client.patch(
+                kinds.SCHEDULING_POLICIES.path(self.namespace, name, "status"), {"status": status}
+            )
+        except NotFound:
+            return  # deleted meanwhile
+        except ApiError as e:
+            log.info("SchedulingPolicy %s status not written: %s", name, e)
+            return
+        entry.written, entry.written_at = status, time.monotonic()
+        self.status_writes += 1
+
+    def _take_over(self, obj: Obj, entry: Entry) -> None:
+        """Continue from the figures the last holder wrote for this very module."""
+        st = obj.get("status") or {}
+        p = entry.policy
+        same = (
+            p is not None
+            and st.get("observedGeneration") == entry.generation
+            and st.get("moduleDigest") == f"sha256:{entry.digest}"
+        )
+        if p is None or not same:
+            entry.offset = (0, 0, 0)
+            return
+        entry.offset = (
+            max(0, int(st.get("runs", 0)) - p.runs),
+            max(0, int(st.get("proposalsAccepted", 0)) - p.accepted),
+            max(0, int(st.get("proposalsRejected", 0)) - p.rejected),
+        )
+        for c in st.get("conditions") or []:
+            if c.get("type") == "Ready" and not entry.ready[2]:
+                entry.ready = (
+                    c.get("status", ""),
+                    c.get("reason", ""),
+                    c.get("lastTransitionTime", ""),
+                )
+
+    def status_of(self, entry: Entry, now: float) -> Obj:
+        p = entry.policy
+        off = entry.offset or (0, 0, 0)
+        if p is None:
+            phase, runs, accepted, rejected = ("Failed" if entry.error else "Pending"), 0, 0, 0
+            error = entry.error
+        else:
+            phase, error = p.phase, p.last_error
+            runs, accepted, rejected = p.runs + off[0], p.accepted + off[1], p.rejected + off[2]
+        ready, reason, message = self._ready(entry, phase, error)
+        if entry.ready[:2] != (ready, reason) or not entry.ready[2]:
+            entry.ready = (ready, reason, convert.format_time(now))
+        status: Obj = {
+            "phase": phase,
+            "runs": runs,
+            "proposalsAccepted": accepted,
+            "proposalsRejected": rejected,
+            "lastError": error[:MAX_ERROR_CHARS],
+            "observedGeneration": entry.generation,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": reason,
+                    "message": message[:MAX_ERROR_CHARS],
+                    "lastTransitionTime": entry.ready[2],
+                    "observedGeneration": entry.generation,
+                }
+            ],
+        }
+        if entry.digest:
+            status["moduleDigest"] = f"sha256:{entry.digest}"
+        if entry.last_run_time:
+            status["lastRunTime"] = entry.last_run_time
+        return status
+
+    @staticmethod
+    def _ready(entry: Entry, phase: str, error: str) -> tuple[str, str, str]:
+        """The Ready condition: status, reason, message."""
+        p = entry.policy
+        if p is None:
+            if not entry.error:
+                return "False", "Loading", "reading and compiling the module"
+            reason = "ModuleUnavailable" if entry.retry or not entry.digest else "LoadFailed"
+            return "False", reason, entry.error
+        if phase == "Disabled":
+            return "False", "Disabled", f"failureStrategy Disable stopped it after: {error}"
+        if phase == "Failed":
+            return "False", "RunFailed", f"failed, retried with backoff: {error}"
+        if phase == "Running":
+            return "True", "Running", f"runs every {p.interval_s:g}s"
+        return "True", "Loaded", "loaded; waiting for its first run"
+
+
+def start_policies(
+    client: KubeClient,
+    namespace: str,
+    cluster: str,
+    scheduling: SchedulingService,
+    candidate: Callable[[], bool] | None = None,
+) -> SchedulingPolicyResources | None:
+    """Follow and run the cluster's SchedulingPolicy objects; None without wasmtime."""
+    try:
+        from pdcore.adapters.wasm.host import WasmHost
+    except ImportError:
+        log.warning("wasmtime not available; SchedulingPolicy objects are not acted on")
+        return None
+    resources = SchedulingPolicyResources(
+        client, namespace, cluster, scheduling, WasmHost(), candidate
+    )
+    resources.start()
+    return resources

@@ -1,0 +1,391 @@
+"""SchedulingPolicy objects on a running cluster (sidecars + the simulator, and a scheduler
+host): a policy is loaded and its effect shows, a new config or module replaces it live,
+deleting the object unloads it, bad modules and sources fail in status while everything
+else keeps going, ConfigMap and URL sources work, and only the scheduler role's holder
+runs policies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from pdcore.adapters.kube import kinds
+from pdcore.adapters.kube.client import ApiError, KubeClient, Obj, crd_path
+from pdsim.cases import round_robin, zones
+from pdsim.fleet import Fleet
+from pdsim.runner import distribution
+from tests.kube.test_scheduler_host import start_host, wait_holder
+from tests.support.pdproc import free_port
+from tests.support.sidecars import Pods, Sidecar, run_fleet, serves_tso, wait_leader
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def policies() -> Path:
+    subprocess.run(["bash", str(ROOT / "policies" / "build.sh")], check=True, capture_output=True)
+    return ROOT / "policies" / "build"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Policies:
+    """SchedulingPolicy objects of one cluster, and the fleet that must keep running
+    (heartbeats carry the effects) while a test waits on them."""
+
+    def __init__(self, kube: KubeClient, pods: Pods, fleet: Fleet) -> None:
+        self.kube, self.pods, self.fleet = kube, pods, fleet
+
+    def path(self, name: str = "") -> str:
+        return kinds.SCHEDULING_POLICIES.path(self.pods.namespace, name)
+
+    async def create(self, name: str, module: Obj, **spec: Any) -> None:
+        body = {"cluster": self.pods.name, "module": module, "intervalSeconds": 1, **spec}
+        await self.kube.create(
+            self.path(),
+            {
+                "apiVersion": kinds.API_VERSION,
+                "kind": "SchedulingPolicy",
+                "metadata": {"name": name},
+                "spec": body,
+            },
+        )
+
+    async def patch_spec(self, name: str, spec: Obj) -> None:
+        await self.kube.patch(self.path(name), {"spec": spec})
+
+    async def status(self, name: str) -> Obj:
+        return (await self.kube.get(self.path(name))).get("status") or {}
+
+    async def until(self, name: str, pred: Callable[[Obj], bool], timeout: float = 60.0) -> Obj:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.status(name)
+            if pred(st):
+                return st
+            assert time.monotonic() < deadline, f"{name}: status not reached in time: {st}"
+            await run_fleet(self.fleet, 0.5)
+
+
+def ready(st: Obj) -> Obj:
+    return next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def leaders(fleet: Fleet) -> list[int]:
+    return list(distribution(fleet)["leaders"].values())
+
+
+def skew(fleet: Fleet, layout_store: int) -> None:
+    """Move every leader it can to one store (as if TiKV did), so only a leader balancer
+    undoes it."""
+    sid = sorted(fleet.stores)[layout_store]
+    for region in fleet.regions.values():
+        p = region.peer_on(sid)
+        if p is not None and region.leader_id != p.id:
+            region.leader_id = p.id
+            fleet.heartbeat(region)
+
+
+async def balanced_within(fleet: Fleet, gap: int, timeout: float, show: Callable[[], Any]) -> None:
+    deadline = time.monotonic() + timeout
+    while max(leaders(fleet)) - min(leaders(fleet)) > gap:
+        assert time.monotonic() < deadline, f"leaders {leaders(fleet)}; {await show()}"
+        await run_fleet(fleet, 0.5)
+
+
+def http_json(port: int, path: str, method: str = "GET") -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/pd/api/v1{path}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def only_policies_move_leaders(status_port: int) -> None:
+    """The holder's built-in balancers go: leaders move only if a policy moves them."""
+    for name in ("balance-leader-scheduler", "balance-region-scheduler"):
+        http_json(status_port, f"/schedulers/{name}", "DELETE")
+
+
+def operators_by(status_port: int, policy: str) -> int:
+    done = http_json(status_port, "/operators?history=true&limit=100000")
+    running = http_json(status_port, "/operators")
+    return sum(1 for op in [*done, *running] if op["scheduler"] == f"policy:{policy}")
+
+
+def pd_leaders(status_port: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for r in http_json(status_port, "/regions")["regions"]:
+        sid = r["leader"]["store_id"]
+        out[sid] = out.get(sid, 0) + 1
+    return out
+
+
+# 4 stores, 60 regions with 3 peers each: every store holds 45 peers (nothing for
+# balance-region to do) but 45 leaders sit on the 4th store and none on two others.
+LAYOUT = [(3 if 3 in peers else peers[0], peers) for _, peers in round_robin(60, 4)]
+
+
+@pytest.fixture
+async def skewed(pods: Pods, kube: KubeClient, fleet_on: Fleet) -> AsyncIterator[Sidecar]:
+    leader = await wait_leader(kube, pods)
+    only_policies_move_leaders(leader.status_port)
+    await fleet_on.bootstrap(zones(4), LAYOUT, size_mib=16)
+    await run_fleet(fleet_on, 4.0)
+    assert max(leaders(fleet_on)) == 45, leaders(fleet_on)  # nothing balances leaders
+    yield leader
+
+
+async def test_a_policy_is_loaded_replaced_and_removed_live(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, skewed: Sidecar, policies: Path
+) -> None:
+    fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
+    balance = (policies / "balance_leader.wasm").read_bytes()
+    evict = (policies / "evict_slow_store.wasm").read_bytes()
+
+    await pol.create("balance", {"inline": b64(balance)}, config={"batch": 4, "tolerance": 1})
+    await balanced_within(fleet, 4, 60, lambda: pol.status("balance"))
+    st = await pol.until(
+        "balance", lambda s: s.get("phase") == "Running" and s.get("proposalsAccepted", 0) >= 20
+    )
+    assert st["moduleDigest"] == f"sha256:{sha(balance)}"
+    assert st["observedGeneration"] == 1 and st["runs"] >= 1 and st["lastRunTime"]
+    assert ready(st)["status"] == "True" and ready(st)["reason"] == "Running"
+    assert operators_by(skewed.status_port, "balance") >= 20  # the policy moved them
+
+    # Status is written at a bounded rate although it changes every second.
+    versions: set[str] = set()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 9.0:
+        versions.add((await kube.get(pol.path("balance")))["metadata"]["resourceVersion"])
+        await run_fleet(fleet, 0.2)
+    assert 2 <= len(versions) <= 5, versions
+
+    # A new config is a new generation, loaded live.
+    await pol.patch_spec("balance", {"config": {"batch": 2, "tolerance": 2}})
+    st = await pol.until(
+        "balance",
+        lambda s: s.get("observedGeneration") == 2 and ready(s).get("observedGeneration") == 2,
+    )
+    assert st["phase"] in ("Loaded", "Running") and st["moduleDigest"] == f"sha256:{sha(balance)}"
+
+    # A new module replaces the old one: leaders skewed again stay skewed.
+    await pol.patch_spec("balance", {"module": {"inline": b64(evict)}})
+    st = await pol.until(
+        "balance",
+        lambda s: s.get("observedGeneration") == 3 and s.get("phase") == "Running",
+    )
+    assert st["moduleDigest"] == f"sha256:{sha(evict)}"
+    skew(fleet, 3)
+    await run_fleet(fleet, 4.0)
+    assert max(leaders(fleet)) >= 40, leaders(fleet)
+    assert (await pol.status("balance"))["runs"] >= 2  # the new module does run
+
+    # And back: the balancing module again, live.
+    await pol.patch_spec("balance", {"module": {"inline": b64(balance)}})
+    await balanced_within(fleet, 6, 60, lambda: pol.status("balance"))
+
+    # Deleted: unloaded, nothing moves the leaders back any more.
+    await kube.delete(pol.path("balance"))
+    await run_fleet(fleet, 2.0)
+    made = operators_by(skewed.status_port, "balance")
+    skew(fleet, 3)
+    await run_fleet(fleet, 5.0)
+    assert max(leaders(fleet)) >= 40, leaders(fleet)
+    assert operators_by(skewed.status_port, "balance") == made
+
+
+@pytest.fixture
+async def module_server(policies: Path) -> AsyncIterator[str]:
+    """An http server with the example modules, as a URL source."""
+    app = web.Application()
+    app.router.add_static("/", str(policies))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_bad_modules_fail_in_status_and_nothing_else_stops(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, policies: Path, module_server: str
+) -> None:
+    fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
+    await fleet.bootstrap(zones(3), round_robin(30, 3), size_mib=16)
+    await run_fleet(fleet, 1.0)
+    leader = await wait_leader(kube, pods)
+    balance = (policies / "balance_leader.wasm").read_bytes()
+    evict = (policies / "evict_slow_store.wasm").read_bytes()
+    cms = kinds.CONFIG_MAPS.path(pods.namespace)
+
+    await pol.create("junk", {"inline": b64(b"this is not a wasm module")})
+    await pol.create("wrong-abi", {"inline": b64((policies / "wrong_abi.wat").read_bytes())})
+    await pol.create("trap", {"inline": b64((policies / "trap.wat").read_bytes())})
+    await pol.create(
+        "bad-sha", {"url": f"{module_server}/balance_leader.wasm", "sha256": sha(evict)}
+    )
+    await pol.create("gone", {"url": f"{module_server}/nothing.wasm", "sha256": sha(evict)})
+    await pol.create("oci", {"url": "oci://registry.example/policy:1", "sha256": sha(evict)})
+    await pol.create("from-cm", {"configMapRef": {"name": "modules", "key": "policy.wasm"}})
+    await pol.create(
+        "from-url",
+        {"url": f"{module_server}/balance_leader.wasm", "sha256": sha(balance)},
+        config={"batch": 2, "tolerance": 3},
+    )
+
+    def failed(text: str, reason: str) -> Callable[[Obj], bool]:
+        def check(s: Obj) -> bool:
+            r = ready(s)
+            return (
+                s.get("phase") == "Failed"
+                and text in s.get("lastError", "")
+                and r.get("status") == "False"
+                and r.get("reason") == reason
+                and text in r.get("message", "")
+            )
+
+        return check
+
+    st = await pol.until("junk", failed("not a valid Wasm module", "LoadFailed"))
+    assert st["moduleDigest"] == f"sha256:{sha(b'this is not a wasm module')}"
+    await pol.until("wrong-abi", failed("ABI version", "LoadFailed"))
+    await pol.until("bad-sha", failed(f"spec.module.sha256 says {sha(evict)}", "ModuleUnavailable"))
+    await pol.until("gone", failed("HTTP 404", "ModuleUnavailable"))
+    await pol.until("oci", failed("not supported", "ModuleUnavailable"))
+    await pol.until("from-cm", failed("ConfigMap modules not found", "ModuleUnavailable"))
+    st = await pol.until("trap", lambda s: s.get("phase") == "Disabled")
+    assert st["lastError"].startswith("trap") and ready(st)["reason"] == "Disabled"
+    st = await pol.until("from-url", lambda s: s.get("phase") == "Running" and s["runs"] >= 3)
+    assert st["moduleDigest"] == f"sha256:{sha(balance)}"
+
+    # The sidecars kept serving throughout.
+    assert all(sc.proc is not None and sc.proc.poll() is None for sc in pods.sidecars)
+    assert await serves_tso(leader)
+
+    # The ConfigMap appears: the policy loads from it, and follows a new module there.
+    await kube.create(
+        cms,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "modules"},
+            "binaryData": {"policy.wasm": b64(balance)},
+        },
+    )
+    st = await pol.until("from-cm", lambda s: s.get("phase") in ("Loaded", "Running"), 40)
+    assert st["moduleDigest"] == f"sha256:{sha(balance)}" and st["lastError"] == ""
+    await kube.patch(f"{cms}/modules", {"binaryData": {"policy.wasm": b64(evict)}})
+    await pol.until("from-cm", lambda s: s.get("moduleDigest") == f"sha256:{sha(evict)}", 40)
+
+    # A fixed spec loads, as a new generation.
+    await pol.patch_spec("junk", {"module": {"inline": b64(balance)}})
+    st = await pol.until("junk", lambda s: s.get("phase") == "Running")
+    assert st["observedGeneration"] == 2 and st["lastError"] == ""
+    assert ready(st)["status"] == "True"
+
+
+async def test_only_the_scheduler_roles_holder_runs_policies(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, skewed: Sidecar, policies: Path, tmp_path: Path
+) -> None:
+    """With the operator's scheduler host holding the role, the policy runs there and the
+    pd-leader (which follows the same objects) makes no operator and writes no status;
+    when the host dies the pd-leader takes the policy over, its figures continuing."""
+    fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
+    await kube.create(
+        crd_path(pods.namespace, "tikvclusters"),
+        {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "TiKVCluster",
+            "metadata": {"name": pods.name},
+            "spec": {"replicas": 3, "image": "tikv"},
+        },
+    )
+    seen: list[Obj] = []
+
+    async def record() -> None:  # every status the object goes through
+        while True:
+            with contextlib.suppress(ApiError):
+                st = await pol.status("balance")
+                if st and (not seen or st != seen[-1]):
+                    seen.append(st)
+            await asyncio.sleep(0.2)
+
+    recorder = asyncio.get_running_loop().create_task(record())
+    port = free_port()
+    host = start_host(pods, "operator-a", tmp_path / "host.log", port)
+    try:
+        await wait_holder(kube, pods, fleet, "operator-a")
+        deadline = time.monotonic() + 20
+        while True:  # the host's API answers once it has started
+            try:
+                only_policies_move_leaders(port)
+                break
+            except urllib.error.HTTPError:
+                raise
+            except OSError:
+                assert time.monotonic() < deadline, "the scheduler host never answered"
+                await run_fleet(fleet, 0.2)
+        # Whatever its built-in balancer did before it went, only the policy can undo this.
+        skew(fleet, 3)
+        await run_fleet(fleet, 2.0)
+        assert max(leaders(fleet)) >= 40, leaders(fleet)
+        balance = (policies / "balance_leader.wasm").read_bytes()
+        await pol.create("balance", {"inline": b64(balance)}, config={"batch": 4, "tolerance": 1})
+
+        async def show() -> object:
+            return {
+                "status": await pol.status("balance"),
+                "host operators": http_json(port, "/operators"),
+                "pd-leader's leaders": pd_leaders(skewed.status_port),
+            }
+
+        await balanced_within(fleet, 4, 90, show)
+        st = await pol.until(
+            "balance", lambda s: s.get("phase") == "Running" and s["proposalsAccepted"] >= 20
+        )
+        assert st["moduleDigest"] == f"sha256:{sha(balance)}"
+        assert operators_by(port, "balance") >= 20
+        assert operators_by(skewed.status_port, "balance") == 0
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()
+
+    # The pd-leader takes the role back, and with it the policy.
+    await wait_holder(kube, pods, fleet, skewed.pod + "@")
+    skew(fleet, 3)
+    await balanced_within(fleet, 4, 60, lambda: pol.status("balance"))
+    assert operators_by(skewed.status_port, "balance") >= 10
+    final = await pol.until("balance", lambda s: s["runs"] > st["runs"] + 3)
+    await run_fleet(fleet, 1.0)
+    recorder.cancel()
+    # One writer at a time: the figures never went back and the phase never fell back.
+    assert final["proposalsAccepted"] > st["proposalsAccepted"], (st, final)
+    for before, after in itertools.pairwise(seen):
+        assert after["runs"] >= before["runs"], (before, after)
+        assert after["proposalsAccepted"] >= before["proposalsAccepted"], (before, after)
+        assert before["phase"] != "Running" or after["phase"] == "Running", (before, after)
