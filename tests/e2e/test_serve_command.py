@@ -10,7 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.support.pdproc import PdProcess, free_port
+from tests.support.pdproc import PdProcess
+from tests.support.ports import free_port
 
 
 def kubepd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

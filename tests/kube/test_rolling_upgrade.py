@@ -15,7 +15,7 @@ from pdcore.adapters.kube.client import KubeClient
 from pdsim.cases import round_robin, zones
 from tests.support.kubecluster import KubeCluster
 from tests.support.operator_run import apply, get
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)

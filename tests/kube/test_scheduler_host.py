@@ -21,7 +21,7 @@ from pdcore.adapters.kube.client import KubeClient, crd_path
 from pdcore.adapters.kube.lease import LeaseRecord
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 from tests.support.sidecars import Pods, run_fleet, wait_leader
 
 pytestmark = pytest.mark.timeout(300)

@@ -31,7 +31,7 @@ from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from pdsim.runner import distribution
 from tests.kube.test_scheduler_host import start_host, wait_holder
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 from tests.support.sidecars import Pods, Sidecar, run_fleet, serves_tso, wait_leader
 
 pytestmark = pytest.mark.timeout(300)

@@ -20,7 +20,7 @@ from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from tests.kube.conftest import ROOT, kubectl
 from tests.support.kubecluster import KubeCluster, binary
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)

@@ -25,7 +25,7 @@ from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.fleet import Fleet
 from tests.conformance.gobuild import build_pdclient
 from tests.support.kubecluster import KubeCluster
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 
 _names = itertools.count(1)
 
