@@ -117,7 +117,9 @@ class SidecarServer:
             tso_save_interval_ms=o.tso_save_interval_ms,
         )
         await self.node.start(serve_writes=False)
-        self.link = LeaderLink(lambda: self.leader_lease.holder, lambda: self.node.cluster_id)
+        self.link = LeaderLink(
+            lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url
+        )
         # Operator steps: from the scheduler role's holder to the sidecar serving each
         # store, which admits them only from the current holder (the fence).
         self.directory = SidecarDirectory(self.client, o.namespace, o.cluster)

@@ -40,6 +40,7 @@ log = logging.getLogger("kubepd.sim")
 GIB = 1 << 30
 STEP_DELAY_S = 0.1  # sim seconds for a raft admin command to apply
 RECONNECT_S = 0.3  # wall seconds before a store reopens a heartbeat stream PD ended
+STORE_HB_TIMEOUT_S = 3.0  # wall seconds; like TiKV, a slow PD must not stall the store
 
 
 @dataclass
@@ -227,9 +228,15 @@ class Fleet:
         )
 
     async def _put_store(self, s: SimStore) -> None:
-        resp = await self.stub_for(s.id).PutStore(
-            pdpb_pb2.PutStoreRequest(header=self.header(), store=self._store_pb(s))
-        )
+        req = pdpb_pb2.PutStoreRequest(header=self.header(), store=self._store_pb(s))
+        for attempt in range(50):  # like TiKV: retry while its PD has no leader yet
+            try:
+                resp = await self.stub_for(s.id).PutStore(req)
+                break
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
         if resp.header.HasField("error"):
             raise RuntimeError(f"PutStore({s.id}): {resp.header.error.message}")
 
@@ -335,7 +342,8 @@ class Fleet:
             )
             calls.append(
                 self.stub_for(s.id).StoreHeartbeat(
-                    pdpb_pb2.StoreHeartbeatRequest(header=self.header(), stats=stats)
+                    pdpb_pb2.StoreHeartbeatRequest(header=self.header(), stats=stats),
+                    timeout=STORE_HB_TIMEOUT_S,
                 )
             )
         for resp in await asyncio.gather(*calls, return_exceptions=True):

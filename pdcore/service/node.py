@@ -128,6 +128,8 @@ class PdNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._store_persisted_at: dict[int, float] = {}
+        self._store_locks: dict[int, asyncio.Lock] = {}
+        self._persisting: dict[int, asyncio.Task[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------
     async def load_durable(self, serve_writes: bool = True) -> None:
@@ -196,6 +198,8 @@ class PdNode:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
+        for t in list(self._persisting.values()):
+            t.cancel()
         await self.flush_regions()
 
     @property
@@ -352,8 +356,9 @@ class PdNode:
             )
         else:
             store = store.with_(state=StoreState.UP, node_state=NodeState.PREPARING)
-        await self.meta_store.save_store(store)
-        self._stores[store.id] = store
+        async with self._store_lock(store.id):
+            await self.meta_store.save_store(store)
+            self._stores[store.id] = store
         return store
 
     async def set_store_state(self, store_id: int, state: StoreState, force: bool = False) -> Store:
@@ -374,8 +379,9 @@ class PdNode:
         new = store.with_state(state).with_(
             physically_destroyed=store.physically_destroyed or force
         )
-        await self.meta_store.save_store(new)
-        self._stores[store_id] = new
+        async with self._store_lock(store_id):
+            await self.meta_store.save_store(new)
+            self._stores[store_id] = new
         log.info("store state changed", extra={"store": store_id, "state": state.name})
         return new
 
@@ -408,8 +414,31 @@ class PdNode:
         mono = self.clock.monotonic_s()
         if node_state != store.node_state or mono - last > 60.0:
             self._store_persisted_at[store_id] = mono
-            await self.meta_store.save_store(new)
+            self._persist_store_later(store_id)
         return new
+
+    def _store_lock(self, store_id: int) -> asyncio.Lock:
+        """Writes of one store's metadata, one at a time, each of the latest state: a
+        heartbeat's write can then never land after, and undo, a state change."""
+        return self._store_locks.setdefault(store_id, asyncio.Lock())
+
+    def _persist_store_later(self, store_id: int) -> None:
+        """Heartbeat figures are already in memory; writing them must not hold up TiKV's
+        heartbeat while the API server (or its etcd) is slow or away."""
+        if store_id not in self._persisting:
+            task = asyncio.get_running_loop().create_task(self._persist_store(store_id))
+            self._persisting[store_id] = task
+            task.add_done_callback(lambda _: self._persisting.pop(store_id, None))
+
+    async def _persist_store(self, store_id: int) -> None:
+        try:
+            async with self._store_lock(store_id):
+                store = self._stores.get(store_id)
+                if store is not None:
+                    await self.meta_store.save_store(store)
+        except Exception as e:
+            self._store_persisted_at.pop(store_id, None)  # again on the next heartbeat
+            log.info("store %d heartbeat not persisted: %s", store_id, e)
 
     def _ready_to_serve(self, store: Store, now_s: float) -> bool:
         if len(self.tree) < INIT_CLUSTER_REGION_THRESHOLD:

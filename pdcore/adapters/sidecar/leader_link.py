@@ -37,8 +37,11 @@ def address_of(url: str) -> str:
 
 
 class LeaderLink:
-    def __init__(self, holder: Callable[[], str], cluster_id: Callable[[], int]) -> None:
+    def __init__(
+        self, holder: Callable[[], str], cluster_id: Callable[[], int], own_url: str = ""
+    ) -> None:
         self._holder = holder
+        self._own_url = own_url
         self._cluster_id = cluster_id
         self._address = ""
         self._channel: grpc.aio.Channel | None = None
@@ -50,9 +53,14 @@ class LeaderLink:
         self.tso_batches = 0
 
     def current(self) -> pdpb_pb2_grpc.PDStub:
-        address = address_of(url_of(self._holder()))
-        if not address:
+        url = url_of(self._holder())
+        if not url:
             raise NotLeader("no pd-leader is known yet")
+        if url == self._own_url:
+            # The Lease still names us but we no longer hold it (it could not be renewed):
+            # forwarding to ourselves would only wait out the timeout.
+            raise NotLeader("the pd-leader Lease has lapsed and nobody holds it yet")
+        address = address_of(url)
         if address != self._address or self.stub is None:
             if self._channel is not None:
                 asyncio.get_running_loop().create_task(self._channel.close(None))
