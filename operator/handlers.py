@@ -164,8 +164,24 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             body,
             condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready"),
         )
-    if not await drive_scale_in(body, patch, sts):
+    if not await drive_scale_in(body, patch, sts) and not await drive_replacement(body, patch, sts):
         await drive_upgrade(body, patch, sts)
+
+
+async def drive_replacement(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> bool:
+    """One step of replacing a dead store; whether one is under way."""
+    raw = dict(body)
+    step = await lifecycle.replace_step(client(), raw, sts)
+    if step is None:
+        return False
+    for reason, message in step.events:
+        kopf.warn(raw, reason=reason, message=message)
+    patch.status["conditions"] = with_condition(
+        body,
+        condition("StoreReplacement", not step.warning, step.reason, step.message),
+        patch,
+    )
+    return True
 
 
 async def drive_upgrade(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> None:

@@ -167,9 +167,9 @@ async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | Non
             events.append(("Upgraded", f"pod {pod['metadata']['name']} runs the new revision"))
     outdated = sorted((p for p in pods if p not in current), key=_ordinal, reverse=True)
     if not outdated:
-        if len(current) < replicas:
-            return Upgrade(None, "Waiting", "waiting for pods to be created", events=events)
-        if partition != replicas:  # hold every pod until the next template change
+        if (
+            partition != replicas and len(current) == replicas
+        ):  # hold every pod until the next template change
             return Upgrade(replicas, "Done", "every pod runs the new revision", events=events)
         return None if not events else Upgrade(None, "Done", "upgrade finished", events=events)
     waiting = [p["metadata"]["name"] for p in current if not _ready(p) and _ordinal(p) >= partition]
@@ -213,3 +213,65 @@ async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | Non
         warning=leaders != 0,
         events=events,
     )
+
+
+# -- replacing a dead store -------------------------------------------------------------
+REPLACED = "kubepd.io/replaced"
+
+
+async def replace_step(client: KubeClient, body: Obj, sts: Obj) -> ScaleIn | None:
+    """A pod whose store stays down past max-store-down-time gets a new store: the store
+    is drained (its replicas are rebuilt from the other copies), and once PD has made it
+    Tombstone the pod and its volume are deleted, so the StatefulSet brings the pod back
+    empty and its TiKV registers a new store. One pod at a time."""
+    if not body["spec"].get("replaceDownStores", True):
+        return None
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    replicas = int(sts["spec"]["replicas"])
+    stores = (
+        await client.list_objects(kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}")
+    ).items
+    for store in stores:
+        status = store.get("status") or {}
+        pod = (status.get("sidecar") or {}).get("pod", "")
+        notes = store["metadata"].get("annotations") or {}
+        if not pod.startswith(f"{name}-") or int(pod.rsplit("-", 1)[1]) >= replicas:
+            continue
+        if notes.get(REPLACED):
+            continue
+        sid = store["spec"]["storeID"]
+        path = kinds.TIKV_STORES.path(ns, store["metadata"]["name"])
+        if status.get("state") == "Tombstone" and store["spec"].get("desiredState") == "Offline":
+            for kind, obj in (("persistentvolumeclaims", f"data-{pod}"), ("pods", pod)):
+                try:
+                    await client.delete(f"/api/v1/namespaces/{ns}/{kind}/{obj}")
+                except NotFound:
+                    pass
+            await client.patch(path, {"metadata": {"annotations": {REPLACED: "true"}}})
+            return ScaleIn(
+                replicas,
+                "Replaced",
+                f"pod {pod} gets a new store in place of store {sid}",
+                events=[("StoreReplaced", f"store {sid} is tombstone; recreating pod {pod}")],
+            )
+        if status.get("down") and status.get("state") != "Tombstone":
+            events = []
+            if store["spec"].get("desiredState") != "Offline":
+                await client.patch(path, {"spec": {"desiredState": "Offline"}})
+                events.append(
+                    ("ReplacingStore",
+                     f"store {sid} of pod {pod} is down past max-store-down-time; "
+                     "rebuilding its replicas elsewhere")
+                )  # fmt: skip
+            drain = status.get("drain") or {}
+            blocked = drain.get("state") == "Blocked"
+            return ScaleIn(
+                replicas,
+                "ReplaceBlocked" if blocked else "Replacing",
+                f"store {sid} of pod {pod} is down: "
+                + (drain.get("message", "") if blocked else f"{status.get('regionCount', '?')} "
+                   "regions left to rebuild"),
+                warning=blocked,
+                events=events,
+            )  # fmt: skip
+    return None

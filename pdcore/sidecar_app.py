@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -40,7 +41,7 @@ from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
-from pdcore.domain.store import StoreState
+from pdcore.domain.store import Store, StoreState
 from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
@@ -247,32 +248,44 @@ class SidecarServer:
     async def _drive_store_states(self) -> None:
         """TiKVStore spec.desiredState is how the operator asks for a drain (Offline) or
         calls it off (Up). The pd-leader carries it out, or says in status.drain why not
-        (e.g. too few stores would be left for max-replicas): never forced."""
+        (e.g. too few stores would be left for max-replicas): never forced. It also
+        marks status.down on stores silent for longer than max-store-down-time."""
         while True:
             await asyncio.sleep(1.0)
             if not self.is_leader():
                 continue
+            max_down = self.node.config.schedule.max_store_down_time_s
+            now = self.node.sched_clock.now_s()
             for sid, obj in list(self.directory.objects.items()):
-                want = (obj.get("spec") or {}).get("desiredState")
                 store = self.node.get_store(sid)
                 if store is None or store.is_tombstone:
                     continue
-                if want == "Offline" and store.is_up:
-                    target, done = StoreState.OFFLINE, "regions are moving off the store"
-                elif want == "Up" and store.is_offline:
-                    target, done = StoreState.UP, "the drain was called off"
-                else:
-                    continue
-                try:
-                    await self.node.set_store_state(sid, target)
-                    drain = {
-                        "state": "Draining" if target == StoreState.OFFLINE else "Cancelled",
-                        "message": done,
-                    }
-                except PdError as e:
-                    drain = {"state": "Blocked", "message": str(e)}
-                if (obj.get("status") or {}).get("drain") != drain:
-                    await self.directory.report_drain(sid, drain)
+                status = obj.get("status") or {}
+                down = store.last_heartbeat_ns > 0 and store.is_down(now, max_down)
+                if bool(status.get("down")) != down:
+                    await self.directory.report(sid, {"down": down})
+                drain = await self._drive_drain(sid, store, (obj.get("spec") or {}))
+                if drain is not None and status.get("drain") != drain:
+                    await self.directory.report(sid, {"drain": drain})
+
+    async def _drive_drain(
+        self, sid: int, store: Store, spec: dict[str, Any]
+    ) -> dict[str, str] | None:
+        want = spec.get("desiredState")
+        if want == "Offline" and store.is_up:
+            target, done = StoreState.OFFLINE, "regions are moving off the store"
+        elif want == "Up" and store.is_offline:
+            target, done = StoreState.UP, "the drain was called off"
+        else:
+            return None
+        try:
+            await self.node.set_store_state(sid, target)
+        except PdError as e:
+            return {"state": "Blocked", "message": str(e)}
+        return {
+            "state": "Draining" if target == StoreState.OFFLINE else "Cancelled",
+            "message": done,
+        }
 
     async def _follow_config(self) -> None:
         """The TiKVCluster's schedule and replication config, live."""

@@ -16,7 +16,7 @@ from pdcore.adapters.kube.client import KubeClient
 from pdsim.cases import round_robin, zones
 from tests.support.kubecluster import KubeCluster
 from tests.support.operator_run import apply, get
-from tests.support.pdproc import free_port
+from tests.support.ports import free_port
 from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)
@@ -98,6 +98,62 @@ async def test_scale_in_drains_then_removes_and_never_forces(
         await run_fleet(fleet, 3.0)
         assert get(kube_cluster, ns, "statefulset", "lc", "-o", "jsonpath={.spec.replicas}") == "3"
         assert all(len(r.peers) >= 3 for r in fleet.regions.values())
+        await fleet.close()
+    finally:
+        for sc in pods.sidecars:
+            pods.kill9(sc)
+
+
+REPLACING = """apiVersion: kubepd.io/v1alpha1
+kind: TiKVCluster
+metadata: {name: rp}
+spec:
+  replicas: 4
+  image: pingcap/tikv:v8.5.0
+  schedule: {max-store-down-time-s: 3}
+"""
+
+
+async def test_a_dead_store_is_rebuilt_elsewhere_and_its_pod_replaced(
+    kube_cluster: KubeCluster, operator: str, kube: KubeClient, tmp_path: Path
+) -> None:
+    ns = operator
+    apply(kube_cluster, ns, REPLACING)
+    pods = Pods(kube_cluster, ns, "rp", tmp_path)
+    try:
+        for i in range(4):
+            sc = Sidecar(f"rp-{i}", free_port(), free_port(), tmp_path / f"rp-{i}.log")
+            pods.sidecars.append(sc)
+            pods.start(sc)
+        fleet = await fleet_for(pods, kube)
+        await fleet.bootstrap(zones(4), round_robin(40, 4), size_mib=16)
+        dead = sorted(fleet.stores)[3]
+        deadline = time.monotonic() + 30
+        while not get(kube_cluster, ns, "pod", "rp-3", "--ignore-not-found", "-o", "name") or len(
+            [o for o in (await kube.list_objects(kinds.TIKV_STORES.path(ns))).items
+             if o.get("status", {}).get("sidecar")]
+        ) < 4:  # fmt: skip
+            assert time.monotonic() < deadline, "pods or store announcements missing"
+            await run_fleet(fleet, 0.3)
+        uid = get(kube_cluster, ns, "pod", "rp-3", "-o", "jsonpath={.metadata.uid}")
+
+        # The pod's TiKV and its sidecar die and stay dead.
+        pods.kill9(pods.sidecars[3])
+        fleet.stop_store(dead)
+        deadline = time.monotonic() + 150
+        while get(kube_cluster, ns, "pod", "rp-3", "--ignore-not-found", "-o",
+                  "jsonpath={.metadata.uid}") in (uid, ""):  # fmt: skip
+            status = (await kube.get(kinds.TIKV_CLUSTERS.path(ns, "rp"))).get("status", {})
+            left = [r.id for r in fleet.regions.values() if r.peer_on(dead)]
+            assert time.monotonic() < deadline, (status.get("scheduling"), left, fleet.stats)
+            await run_fleet(fleet, 1.0)
+            assert all(len(r.peers) >= 3 for r in fleet.regions.values())
+        store = await kube.get(kinds.TIKV_STORES.path(ns, f"rp-store-{dead}"))
+        assert store["status"]["state"] == "Tombstone"
+        assert not any(r.peer_on(dead) for r in fleet.regions.values())
+        assert all(len(r.peers) == 3 for r in fleet.regions.values())
+        events = get(kube_cluster, ns, "events", "--field-selector", "involvedObject.name=rp")
+        assert "ReplacingStore" in events and "StoreReplaced" in events, events
         await fleet.close()
     finally:
         for sc in pods.sidecars:

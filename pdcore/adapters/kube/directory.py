@@ -89,15 +89,16 @@ class SidecarDirectory:
                 await asyncio.sleep(ANNOUNCE_RETRY_S)
                 self._wake.set()
 
-    async def report_drain(self, store_id: int, drain: Obj) -> None:
-        """status.drain of a store: how the drain the operator asked for goes."""
+    async def report(self, store_id: int, status: Obj) -> None:
+        """Status fields of a store only the pd-leader knows: `drain` (how a drain the
+        operator asked for goes) and `down` (silent for longer than max-store-down-time)."""
         path = kinds.TIKV_STORES.path(
             self.namespace, convert.store_name(self.cluster, store_id), "status"
         )
         try:
-            await self.client.patch(path, {"status": {"drain": drain}})
+            await self.client.patch(path, {"status": status})
         except ApiError as e:
-            log.info("store %d drain status not written: %s", store_id, e)
+            log.info("store %d status not written: %s", store_id, e)
 
     async def stop(self) -> None:
         for t in self._tasks:
