@@ -15,8 +15,7 @@ from pdcore.adapters.kube.client import KubeClient
 from pdsim.cases import round_robin, zones
 from tests.support.kubecluster import KubeCluster
 from tests.support.operator_run import apply, get
-from tests.support.ports import free_port
-from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
+from tests.support.sidecars import Pods, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,10 +52,7 @@ async def test_rolling_upgrade_evicts_leaders_before_each_pod(
     apply(kube_cluster, ns, CLUSTER % "v8.5.0")
     pods = Pods(kube_cluster, ns, "up", tmp_path)
     try:
-        for i in range(3):
-            sc = Sidecar(f"up-{i}", free_port(), free_port(), tmp_path / f"up-{i}.log")
-            pods.sidecars.append(sc)
-            pods.start(sc)
+        pods.spawn(3)
         fleet = await fleet_for(pods, kube)
         await fleet.bootstrap(zones(3), round_robin(30, 3), size_mib=16)
         store_of = {f"up-{i}": sid for i, sid in enumerate(sorted(fleet.stores))}

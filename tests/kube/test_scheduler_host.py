@@ -22,7 +22,7 @@ from pdcore.adapters.kube.lease import LeaseRecord
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from tests.support.ports import free_port
-from tests.support.sidecars import Pods, run_fleet, wait_leader
+from tests.support.sidecars import Pods, create_tikv_cluster, run_fleet, wait_leader
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -104,15 +104,7 @@ async def test_the_scheduler_role_moves_out_of_the_pd_leader_and_back(
     pods: Pods, kube: KubeClient, fleet_on: Fleet, tmp_path: Path
 ) -> None:
     fleet = fleet_on
-    await kube.create(
-        crd_path(pods.namespace, "tikvclusters"),
-        {
-            "apiVersion": "kubepd.io/v1alpha1",
-            "kind": "TiKVCluster",
-            "metadata": {"name": pods.name},
-            "spec": {"replicas": 3, "image": "tikv"},
-        },
-    )
+    await create_tikv_cluster(kube, pods.namespace, pods.name)
     await fleet.bootstrap(zones(3), round_robin(60, 3), size_mib=16)
     await run_fleet(fleet, 1.0)
     leader = await wait_leader(kube, pods)

@@ -26,13 +26,20 @@ import pytest
 from aiohttp import web
 
 from pdcore.adapters.kube import kinds
-from pdcore.adapters.kube.client import ApiError, KubeClient, Obj, crd_path
+from pdcore.adapters.kube.client import ApiError, KubeClient, Obj
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from pdsim.runner import distribution
 from tests.kube.test_scheduler_host import start_host, wait_holder
 from tests.support.ports import free_port
-from tests.support.sidecars import Pods, Sidecar, run_fleet, serves_tso, wait_leader
+from tests.support.sidecars import (
+    Pods,
+    Sidecar,
+    create_tikv_cluster,
+    run_fleet,
+    serves_tso,
+    wait_leader,
+)
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,15 +322,7 @@ async def test_only_the_scheduler_roles_holder_runs_policies(
     pd-leader (which follows the same objects) makes no operator and writes no status;
     when the host dies the pd-leader takes the policy over, its figures continuing."""
     fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
-    await kube.create(
-        crd_path(pods.namespace, "tikvclusters"),
-        {
-            "apiVersion": "kubepd.io/v1alpha1",
-            "kind": "TiKVCluster",
-            "metadata": {"name": pods.name},
-            "spec": {"replicas": 3, "image": "tikv"},
-        },
-    )
+    await create_tikv_cluster(kube, pods.namespace, pods.name)
     seen: list[Obj] = []
 
     async def record() -> None:  # every status the object goes through

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from pd_operator import resources
 
-from pdcore.adapters.kube.client import KubeClient, crd_path
+from pdcore.adapters.kube.client import KubeClient
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from tests.kube.conftest import ROOT, kubectl
 from tests.support.kubecluster import KubeCluster, binary
 from tests.support.ports import free_port
-from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
+from tests.support.sidecars import Pods, Sidecar, create_tikv_cluster, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,15 +38,7 @@ async def test_sidecars_run_with_the_sidecar_role_only(
 ) -> None:
     kubectl(kube_cluster, "apply", "-f", "-", input=json.dumps(sidecar_cluster_role()))
     # The identity the operator gives a cluster's pods, owned by a real TiKVCluster.
-    cluster = await kube.create(
-        crd_path(namespace, "tikvclusters"),
-        {
-            "apiVersion": "kubepd.io/v1alpha1",
-            "kind": "TiKVCluster",
-            "metadata": {"name": "rbac"},
-            "spec": {"replicas": 3, "image": "tikv"},
-        },
-    )
+    cluster = await create_tikv_cluster(kube, namespace, "rbac")
     account = resources.service_account(cluster)
     binding = resources.sidecar_role_binding(cluster)
     await kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", account)
@@ -62,10 +54,7 @@ async def test_sidecars_run_with_the_sidecar_role_only(
 
     pods = Pods(kube_cluster, namespace, "rbac", tmp_path, kubeconfig=sa_kubeconfig)
     try:
-        for i in range(3):
-            sc = Sidecar(f"rbac-{i}", free_port(), free_port(), tmp_path / f"rbac-{i}.log")
-            pods.sidecars.append(sc)
-            pods.start(sc)
+        pods.spawn(3)
         fleet: Fleet = await fleet_for(pods, kube)
         try:
             # Bootstrap, stores, leases, store announcements and scheduling through the

@@ -20,7 +20,7 @@ from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from tests.conformance.gobuild import build_pdclient
-from tests.support.sidecars import Pods, Sidecar, go, run_fleet, wait_leader
+from tests.support.sidecars import Pods, Sidecar, create_tikv_cluster, go, run_fleet, wait_leader
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -183,14 +183,8 @@ async def test_placement_rules_and_config_from_resources_apply_live(
     applied = (await kube.get(f"{rules}/not-in-z1"))["status"]["conditions"][0]
     assert (applied["type"], applied["status"]) == ("Applied", "True")
 
-    await kube.create(
-        crd_path(pods.namespace, "tikvclusters"),
-        {
-            "apiVersion": "kubepd.io/v1alpha1",
-            "kind": "TiKVCluster",
-            "metadata": {"name": pods.name},
-            "spec": {"replicas": 3, "image": "tikv", "schedule": {"leader-schedule-limit": 9}},
-        },
+    await create_tikv_cluster(
+        kube, pods.namespace, pods.name, schedule={"leader-schedule-limit": 9}
     )
     leader = await wait_leader(kube, pods)
     url = f"http://127.0.0.1:{leader.status_port}/pd/api/v1/config/schedule"

@@ -16,8 +16,7 @@ from pdcore.adapters.kube.client import KubeClient
 from pdsim.cases import round_robin, zones
 from tests.support.kubecluster import KubeCluster
 from tests.support.operator_run import apply, get
-from tests.support.ports import free_port
-from tests.support.sidecars import Pods, Sidecar, fleet_for, run_fleet
+from tests.support.sidecars import Pods, fleet_for, run_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,10 +45,7 @@ async def test_scale_in_drains_then_removes_and_never_forces(
     apply(kube_cluster, ns, CLUSTER % 4)
     pods = Pods(kube_cluster, ns, "lc", tmp_path)
     try:
-        for i in range(4):
-            sc = Sidecar(f"lc-{i}", free_port(), free_port(), tmp_path / f"lc-{i}.log")
-            pods.sidecars.append(sc)
-            pods.start(sc)
+        pods.spawn(4)
         fleet = await fleet_for(pods, kube)
         await fleet.bootstrap(zones(4), round_robin(40, 4), size_mib=16)
         victim = sorted(fleet.stores)[3]  # store i talks to pod lc-i
@@ -121,10 +117,7 @@ async def test_a_dead_store_is_rebuilt_elsewhere_and_its_pod_replaced(
     apply(kube_cluster, ns, REPLACING)
     pods = Pods(kube_cluster, ns, "rp", tmp_path)
     try:
-        for i in range(4):
-            sc = Sidecar(f"rp-{i}", free_port(), free_port(), tmp_path / f"rp-{i}.log")
-            pods.sidecars.append(sc)
-            pods.start(sc)
+        pods.spawn(4)
         fleet = await fleet_for(pods, kube)
         await fleet.bootstrap(zones(4), round_robin(40, 4), size_mib=16)
         dead = sorted(fleet.stores)[3]

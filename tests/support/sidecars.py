@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from pdcore.adapters.clock import ScaledClock
-from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.client import KubeClient, Obj, crd_path
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.fleet import Fleet
 from tests.conformance.gobuild import build_pdclient
@@ -80,10 +80,31 @@ class Pods:
         log = open(sc.log, "ab")  # noqa: SIM115
         sc.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
 
+    def spawn(self, count: int, prefix: str = "") -> None:
+        """Start `count` sidecars named like the StatefulSet's pods, <prefix>-<ordinal>."""
+        for i in range(len(self.sidecars), len(self.sidecars) + count):
+            pod = f"{prefix or self.name}-{i}"
+            sc = Sidecar(pod, free_port(), free_port(), self.workdir / f"{pod}.log")
+            self.sidecars.append(sc)
+            self.start(sc)
+
     def kill9(self, sc: Sidecar) -> None:
         if sc.proc is not None and sc.proc.poll() is None:
             os.killpg(sc.proc.pid, signal.SIGKILL)
             sc.proc.wait()
+
+
+async def create_tikv_cluster(kube: KubeClient, namespace: str, name: str, **spec: object) -> Obj:
+    """A TiKVCluster object (3 replicas unless `spec` says otherwise)."""
+    return await kube.create(
+        crd_path(namespace, "tikvclusters"),
+        {
+            "apiVersion": "kubepd.io/v1alpha1",
+            "kind": "TiKVCluster",
+            "metadata": {"name": name},
+            "spec": {"replicas": 3, "image": "tikv", **spec},
+        },
+    )
 
 
 async def holder(kube: KubeClient, ns: str, name: str) -> str:
@@ -99,10 +120,7 @@ async def holder(kube: KubeClient, ns: str, name: str) -> str:
 @pytest.fixture
 def pods(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[Pods]:
     p = Pods(kube_cluster, namespace, f"c{next(_names)}", tmp_path)
-    for i in range(3):
-        sc = Sidecar(f"tikv-{i}", free_port(), free_port(), tmp_path / f"tikv-{i}.log")
-        p.sidecars.append(sc)
-        p.start(sc)
+    p.spawn(3, prefix="tikv")
     try:
         yield p
     finally:
