@@ -326,6 +326,9 @@ def redundant_balance_region() -> Case:
     )
 
 
+IMPORT_S = 1200.0  # sim seconds the import writes for: 4 x 16 MiB/min, 1.25 GiB in all
+
+
 def import_data() -> Case:
     n = 60
     table: list[bytes] = []
@@ -338,13 +341,22 @@ def import_data() -> Case:
         table[:] = [rs[0].start, rs[-1].end]
         f.scatter_ranges.append((rs[0].start, rs[-1].end, "table-12"))
 
+        def finished() -> None:  # the import is a fixed amount of data (~1.3 GiB)
+            for r in f.regions.values():
+                r.write_rate = 0.0
+
+        f.at(IMPORT_S, finished)
+
     def pred(f: Fleet) -> Check:
         lo, hi = table
         mine = [r for r in f.regions.values() if lo <= r.start and r.end and r.end <= hi]
         peers = Counter(p.store_id for r in mine for p in r.peers)
         counts = {sid: peers.get(sid, 0) for sid in f.stores}
         return both(
-            (len(mine) >= 24, f"{len(mine)} table regions"), uniform(counts, 0.25), replicated(f)
+            # 4 regions of 32 MiB grow by 1.25 GiB and split at 96 MiB: 16 or more.
+            (len(mine) >= 16, f"{len(mine)} table regions"),
+            uniform(counts, 0.25),
+            replicated(f),
         )
 
     return Case(
