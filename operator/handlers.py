@@ -271,6 +271,9 @@ async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> N
             identity,
             lease_duration_s=float(os.environ.get("KUBEPD_SIDECAR_LEASE_SECONDS", "5")),
             renew_period_s=float(os.environ.get("KUBEPD_SIDECAR_RENEW_SECONDS", "1")),
+            # Sidecars send store-scoped policies' proposals here (any free port).
+            grpc_addr="0.0.0.0:0" if os.environ.get("POD_IP") else None,
+            advertise_host=os.environ.get("POD_IP"),
         ),
         client(),
     )

@@ -27,6 +27,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
@@ -35,6 +36,7 @@ from pdcore.adapters.kube.scheduling_policies import start_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port
 from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
+from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.steps import StepRouter
 from pdcore.adapters.storage import serde
 from pdcore.domain.config import ClusterConfig
@@ -92,6 +94,10 @@ class SchedulerOptions:
     renew_period_s: float = 1.0
     status_addr: str | None = None  # HOST:PORT for /health and the scheduling API
     status_interval_s: float = 10.0  # TiKVCluster status.scheduling at most this often
+    # HOST:PORT for kubepdpb.Scheduler (store-scoped policies' proposals); its URL then
+    # joins the Lease identity, `<identity>@http://HOST:PORT`, so sidecars can find it.
+    grpc_addr: str | None = None
+    advertise_host: str | None = None  # in that URL instead of grpc_addr's host (a pod IP)
 
 
 class SchedulerHost:
@@ -102,17 +108,24 @@ class SchedulerHost:
         self.store = KubeStore(self.client, opts.namespace, opts.cluster)
         self._tasks: list[asyncio.Task[None]] = []
         self._http: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
         self.synced = False
+        self.identity = opts.identity  # with its URL once the gRPC server is bound
 
     async def start(self) -> None:
         o = self.opts
+        if o.grpc_addr:
+            self._grpc = grpc.aio.server()
+            host, port = host_port(o.grpc_addr)
+            bound = self._grpc.add_insecure_port(f"{host}:{port}")
+            self.identity = f"{o.identity}@http://{o.advertise_host or host}:{bound}"
         state = await self.store.load()
         # Only watch the pd-leader Lease: never a candidate for it.
         self.leader_watch = LeaseRole(
             self.client,
             o.namespace,
             lease_name(o.cluster, PD_LEADER),
-            o.identity,
+            self.identity,
             o.lease_duration_s,
             o.renew_period_s,
         )
@@ -128,7 +141,7 @@ class SchedulerHost:
             self.client,
             o.namespace,
             o.cluster,
-            o.identity,
+            self.identity,
             lease_duration_s=o.lease_duration_s,
             renew_period_s=o.renew_period_s,
         )
@@ -136,7 +149,7 @@ class SchedulerHost:
             HeartbeatStreams(),  # no TiKV of its own: every step goes to a sidecar
             "",
             self.directory.url_of,
-            lambda: (o.identity, self.lease.token) if self.lease.is_held() else None,
+            lambda: (self.identity, self.lease.token) if self.lease.is_held() else None,
             lambda: self.view.cluster_id,
         )
         self.scheduling = SchedulingService(
@@ -165,13 +178,20 @@ class SchedulerHost:
             self.client,
             o.namespace,
             o.cluster,
-            o.identity,
+            self.identity,
             self.scheduling.summary,
             self.scheduling.active,
             interval_s=o.status_interval_s,
         )
         self.status_report.start()
-        self.policies = start_policies(self.client, o.namespace, o.cluster, self.scheduling)
+        self.events = EventRecorder(self.client, o.namespace, "kubepd-scheduler", o.identity)
+        self.policies = start_policies(
+            self.client, o.namespace, o.cluster, self.scheduling, events=self.events
+        )
+        if self._grpc is not None:
+            self.propose_service = ProposeService(self.scheduling, lambda: self.view.cluster_id)
+            kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
+            await self._grpc.start()
         if o.status_addr:
             await self._serve_status(o.status_addr)
         member = pdpb_pb2.Member(name=o.identity)
@@ -184,7 +204,7 @@ class SchedulerHost:
             loop.create_task(self._follow_rules()),
             loop.create_task(self._follow_config()),
         ]
-        log.info("scheduler host started", extra={"cluster": o.cluster, "identity": o.identity})
+        log.info("scheduler host started", extra={"cluster": o.cluster, "identity": self.identity})
 
     async def _serve_status(self, addr: str) -> None:
         """/health, and the scheduling API (schedulers, operators, diagnostics)."""
@@ -319,5 +339,7 @@ class SchedulerHost:
         await self.link.close()
         if self._http is not None:
             await self._http.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
         if self._own_client:
             await self.client.close()

@@ -25,15 +25,17 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
 from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
-from pdcore.adapters.kube.scheduling_policies import start_policies
+from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
@@ -156,6 +158,9 @@ class SidecarServer:
         meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
             MetaStorageService(self.node), self._grpc
         )
+        # Store-scoped policies' proposals, answered while this sidecar holds the role.
+        self.propose_service = ProposeService(self.scheduling, lambda: self.node.cluster_id)
+        kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
         self._http = web.AppRunner(app, access_log=None)
@@ -189,8 +194,28 @@ class SidecarServer:
             self.scheduling.active,
         )
         self.status_report.start()
+        self.events = EventRecorder(self.client, o.namespace, "kubepd-sidecar", o.pod_name)
         self.policies = start_policies(
-            self.client, o.namespace, o.cluster, self.scheduling, self.is_leader
+            self.client, o.namespace, o.cluster, self.scheduling, self.is_leader, self.events
+        )
+        self.proposer = Proposer(lambda: self.sched_lease.holder, lambda: self.node.cluster_id)
+        self.leader_stores = LeaderStores(
+            self.node,
+            self.is_leader,
+            lambda: self.leader_lease.holder,
+            lambda: self.node.cluster_id,
+        )
+        self.store_policies = start_store_policies(
+            self.client,
+            o.namespace,
+            o.cluster,
+            self.scheduling,
+            pod=o.pod_name,
+            # The stores whose TiKV heartbeats here: their regions are this sidecar's.
+            local_stores=self.service.local_stores,
+            propose=self.proposer,
+            view=self.leader_stores,
+            events=self.events,
         )
         loop = asyncio.get_running_loop()
         member_pb = pdpb_pb2.Member(
@@ -317,6 +342,10 @@ class SidecarServer:
         await self.status_report.stop()
         if self.policies is not None:
             await self.policies.stop()
+        if self.store_policies is not None:
+            await self.store_policies.stop()
+        await self.proposer.close()
+        await self.leader_stores.close()
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()

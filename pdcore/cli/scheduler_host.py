@@ -68,6 +68,18 @@ def add_parser(sub: Any) -> None:
         default=10.0,
         help="seconds between updates of the TiKVCluster's status.scheduling (default 10)",
     )
+    p.add_argument(
+        "--grpc-addr",
+        default=None,
+        help="HOST:PORT to serve proposals of store-scoped policies on (kubepdpb.Scheduler); "
+        "its URL joins the Lease identity so sidecars find it (default: none, and "
+        "the sidecars cannot reach it with store-scoped policies' proposals)",
+    )
+    p.add_argument(
+        "--advertise-host",
+        default=env("POD_IP"),
+        help="host for the sidecars to reach --grpc-addr at (default: $POD_IP, else its host)",
+    )
     logs.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -85,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         renew_period_s=args.renew_period,
         status_addr=args.status_addr,
         status_interval_s=args.status_interval,
+        grpc_addr=args.grpc_addr,
+        advertise_host=args.advertise_host,
     )
 
     async def main() -> int:

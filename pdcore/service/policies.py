@@ -4,6 +4,10 @@ Each policy runs on its own interval: a snapshot of the cluster is built on the 
 loop, the module runs in a worker thread inside its sandbox, and every proposal is
 validated like a built-in scheduler's decision before it becomes an operator. A
 failing policy is handled by its failure strategy; nothing else stops.
+
+Store-scoped policies (`propose` given) run where their store's TiKV heartbeats, over
+the regions it leads, and do not validate here: the proposals go to the scheduler
+role's holder (`admit` there), which alone sees every store's and the global limits.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pdcore.policy.abi import encode_snapshot
+from pdcore.policy.abi import Proposal, RegionView, encode_snapshot
 from pdcore.scheduling import policy_bridge
+from pdcore.scheduling.cluster import ClusterView
 from pdcore.service.scheduling import SchedulingService
 
 log = logging.getLogger("kubepd.policies")
@@ -70,11 +76,60 @@ class LoadedPolicy:
         }
 
 
+# (policy, leading store, proposals) -> one (accepted, reason) per proposal
+Proposer = Callable[[LoadedPolicy, int, Sequence[Proposal]], Awaitable[Sequence[tuple[bool, str]]]]
+# (policy, kind, message): a run failed (trap, timeout, malformed output)
+FailureHook = Callable[[LoadedPolicy, str, str], None]
+# The cluster a store-scoped run sees: a follower sidecar's own stores lack the others'
+# heartbeat figures, so it asks the pd-leader.
+ViewSource = Callable[[], Awaitable[ClusterView]]
+
+
+def admit(svc: SchedulingService, policy: str, prop: Proposal) -> tuple[bool, str]:
+    """Validate a proposal like a built-in scheduler's decision and, if it passes, make
+    it an operator whose first step goes out now; (accepted, why not)."""
+    coord = svc.coordinator
+    verdict = policy_bridge.validate(
+        svc.view,
+        coord.controller,
+        prop,
+        svc.now(),
+        svc._take_id,
+        policy,
+        coord.explicit_rules,
+    )
+    if verdict.operator is None:
+        return False, verdict.reason
+    if coord.controller.add(verdict.operator, svc.now()) is not None:
+        return False, "limits reached"
+    svc._deliver(coord._first_send(verdict.operator, svc.now()))
+    return True, ""
+
+
 class PolicyService:
-    def __init__(self, scheduling: SchedulingService) -> None:
+    def __init__(
+        self,
+        scheduling: SchedulingService,
+        *,
+        local_stores: Callable[[], set[int]] | None = None,
+        propose: Proposer | None = None,
+        on_failure: FailureHook | None = None,
+        view: ViewSource | None = None,
+    ) -> None:
+        """Cluster-scoped by default: runs while `scheduling` is active. With
+        `local_stores` and `propose`: store-scoped, runs while there are local stores."""
         self.scheduling = scheduling
+        self.local_stores = local_stores
+        self.propose = propose
+        self.on_failure = on_failure
+        self.view = view
         self.policies: dict[str, LoadedPolicy] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def active(self) -> bool:
+        if self.propose is not None and self.local_stores is not None:
+            return bool(self.local_stores())
+        return self.scheduling.active()
 
     def put(self, policy: LoadedPolicy) -> None:
         """Add or replace atomically: the next tick runs the new module."""
@@ -114,7 +169,7 @@ class PolicyService:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_WALL_S)
-            if not self.scheduling.active():
+            if not self.active():
                 continue
             for policy in sorted(self.policies.values(), key=lambda p: -p.priority):
                 now = self.scheduling.now()
@@ -129,15 +184,17 @@ class PolicyService:
         svc = self.scheduling
         coord = svc.coordinator
         now = svc.now()
+        stores = self.local_stores() if self.propose is not None and self.local_stores else None
+        view = await self.view() if self.view is not None else svc.view
         inp = policy_bridge.build_input(
-            svc.view, coord.controller, now, policy.config, policy.max_proposals
+            view, coord.controller, now, policy.config, policy.max_proposals, store_ids=stores
         )
         snapshot = encode_snapshot(inp)
         result = await asyncio.to_thread(policy.instance.run, snapshot)
         if self.policies.get(policy.name) is not policy:
             return  # replaced or removed while it ran: drop its output
-        if not svc.active():
-            return  # lost the scheduler role while it ran: only the holder makes operators
+        if not self.active():
+            return  # lost the role (or, store-scoped, its stores) while it ran
         policy.runs += 1
         policy.last_run_ms = getattr(result, "wall_ms", 0.0)
         policy.next_run = svc.now() + policy.interval_s
@@ -153,25 +210,40 @@ class PolicyService:
             elif policy.failure_strategy == "Retry":
                 policy.next_run = svc.now() + policy.interval_s * min(32, 2**policy.failures)
                 policy.phase = "Failed"
+            if self.on_failure is not None:
+                self.on_failure(policy, str(result.kind), str(result.message))
             return
         policy.phase = "Running"
+        if self.propose is not None:
+            await self._propose(policy, inp.regions, result.proposals)
+            return
         for prop in result.proposals:
-            verdict = policy_bridge.validate(
-                svc.view,
-                coord.controller,
-                prop,
-                svc.now(),
-                svc._take_id,
-                policy.name,
-                coord.explicit_rules,
-            )
-            if verdict.operator is None:
-                policy.rejected += 1
-                policy.rejections.append(f"region {prop.region_id}: {verdict.reason}")
+            ok, why = admit(svc, policy.name, prop)
+            self._count(policy, prop, ok, why)
+
+    async def _propose(
+        self, policy: LoadedPolicy, regions: Sequence[RegionView], proposals: Sequence[Proposal]
+    ) -> None:
+        """One Propose call per leading store (a sidecar may serve several)."""
+        assert self.propose is not None
+        leader_of = {r.id: r.leader_store for r in regions}
+        by_store: dict[int, list[Proposal]] = {}
+        for prop in proposals:
+            by_store.setdefault(leader_of.get(prop.region_id, 0), []).append(prop)
+        for store_id, props in sorted(by_store.items()):
+            try:
+                verdicts = await self.propose(policy, store_id, props)
+            except Exception as e:  # the holder unreachable: nothing was admitted
+                for prop in props:
+                    self._count(policy, prop, False, f"not proposed: {e}")
                 continue
-            if coord.controller.add(verdict.operator, svc.now()) is None:
-                policy.accepted += 1
-                svc._deliver(coord._first_send(verdict.operator, svc.now()))
-            else:
-                policy.rejected += 1
-                policy.rejections.append(f"region {prop.region_id}: limits reached")
+            for prop, (ok, why) in zip(props, verdicts, strict=False):
+                self._count(policy, prop, ok, why)
+
+    @staticmethod
+    def _count(policy: LoadedPolicy, prop: Proposal, ok: bool, why: str) -> None:
+        if ok:
+            policy.accepted += 1
+        else:
+            policy.rejected += 1
+            policy.rejections.append(f"region {prop.region_id}: {why}")

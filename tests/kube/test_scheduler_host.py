@@ -27,7 +27,9 @@ from tests.support.sidecars import Pods, create_tikv_cluster, run_fleet, wait_le
 pytestmark = pytest.mark.timeout(300)
 
 
-def start_host(pods: Pods, identity: str, log: Path, status_port: int) -> subprocess.Popen[bytes]:
+def start_host(
+    pods: Pods, identity: str, log: Path, status_port: int, *extra: str
+) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115
     return subprocess.Popen(
         [
@@ -53,6 +55,7 @@ def start_host(pods: Pods, identity: str, log: Path, status_port: int) -> subpro
             f"127.0.0.1:{status_port}",
             "--log-format",
             "text",
+            *extra,
         ],
         stdout=out,
         stderr=out,

@@ -22,11 +22,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 
 from pdcore.adapters.kube import kinds
 from pdcore.adapters.kube.client import ApiError, KubeClient, Obj
+from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from pdsim.runner import distribution
@@ -286,6 +288,18 @@ async def test_bad_modules_fail_in_status_and_nothing_else_stops(
     await pol.until("from-cm", failed("ConfigMap modules not found", "ModuleUnavailable"))
     st = await pol.until("trap", lambda s: s.get("phase") == "Disabled")
     assert st["lastError"].startswith("trap") and ready(st)["reason"] == "Disabled"
+    # ... and each says so in a Warning event on the object.
+    for name, reasons in (
+        ("junk", {"PolicyLoadFailed"}),
+        ("trap", {"PolicyTrapped", "PolicyDisabled"}),
+    ):
+        deadline = time.monotonic() + 20
+        while not reasons <= {e["reason"] for e in await warnings_on(kube, pods.namespace, name)}:
+            assert time.monotonic() < deadline, (
+                name,
+                await warnings_on(kube, pods.namespace, name),
+            )
+            await run_fleet(fleet, 0.5)
     st = await pol.until("from-url", lambda s: s.get("phase") == "Running" and s["runs"] >= 3)
     assert st["moduleDigest"] == f"sha256:{sha(balance)}"
 
@@ -388,3 +402,234 @@ async def test_only_the_scheduler_roles_holder_runs_policies(
         assert after["runs"] >= before["runs"], (before, after)
         assert after["proposalsAccepted"] >= before["proposalsAccepted"], (before, after)
         assert before["phase"] != "Running" or after["phase"] == "Running", (before, after)
+
+
+# -- store-scoped policies ----------------------------------------------------------------
+
+# Traps when its snapshot has a region (only in the sidecar whose stores lead some), and
+# otherwise proposes nothing: a failure confined to one sidecar.
+TRAP_WHEN_LEADING = """
+(module
+  (import "kubepd" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "KPDR\\00\\00\\00\\00")
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "kubepd_abi_version") (result i32) (i32.const 1))
+  (func (export "kubepd_reset") (global.set $bump (i32.const 1024)))
+  (func (export "kubepd_alloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.const 64)))))
+    (local.get $p))
+  (func (export "kubepd_schedule") (param $ptr i32) (param $len i32) (result i64)
+    (if (i32.load offset=12 (local.get $ptr)) (then unreachable))
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 8)))
+)
+"""
+
+
+def store_entries(st: Obj) -> dict[str, Obj]:
+    return dict(st.get("stores") or {})
+
+
+async def warnings_on(kube: KubeClient, ns: str, name: str) -> list[Obj]:
+    events = await kube.get(
+        f"/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name%3D{name}"
+    )
+    return [e for e in events.get("items", []) if e.get("type") == "Warning"]
+
+
+async def propose(sc: Sidecar, cluster_id: int, store_id: int, *props: Any) -> Any:
+    async with grpc.aio.insecure_channel(sc.address) as ch:
+        return await kubepdpb_pb2_grpc.SchedulerStub(ch).Propose(
+            kubepdpb_pb2.ProposeRequest(
+                cluster_id=cluster_id, policy="by-hand", store_id=store_id, proposals=props
+            ),
+            timeout=5,
+        )
+
+
+async def cluster_id_of(sc: Sidecar) -> int:
+    async with grpc.aio.insecure_channel(sc.address) as ch:
+        resp = await pdpb_pb2_grpc.PDStub(ch).GetMembers(pdpb_pb2.GetMembersRequest(), timeout=2)
+        return int(resp.header.cluster_id)
+
+
+async def test_store_scoped_policies_run_in_each_sidecar_and_propose_to_the_holder(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, skewed: Sidecar, policies: Path
+) -> None:
+    """The pd-leader holds the scheduler role. Every leader sits in sidecar 0 (stores 1
+    and 4): a trapping store-scoped policy fails there only, with Warning events, while
+    the other sidecars keep running it; a balancing one run over each sidecar's own
+    regions moves the leaders through the holder."""
+    fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
+    owner = pods.sidecars[0]  # store i heartbeats to sidecar i % 3: stores 1 and 4
+    assert set(distribution(fleet)["leaders"]) == {1, 2, 3, 4}
+    assert sum(n for sid, n in distribution(fleet)["leaders"].items() if sid in (1, 4)) == 60
+
+    await pol.create(
+        "trap-local",
+        {"inline": b64(TRAP_WHEN_LEADING.encode())},
+        scope="store",
+        failureStrategy="Disable",
+    )
+
+    def trapped_in_owner_only(s: Obj) -> bool:
+        e = store_entries(s)
+        others = [e.get(sc.pod, {}) for sc in pods.sidecars[1:]]
+        return e.get(owner.pod, {}).get("phase") == "Disabled" and all(
+            o.get("phase") == "Running" and o.get("runs", 0) >= 3 for o in others
+        )
+
+    st = await pol.until("trap-local", trapped_in_owner_only)
+    mine = store_entries(st)[owner.pod]
+    assert mine["lastError"].startswith("trap") and sorted(mine["storeIds"]) == [1, 4]
+    assert st["phase"] == "Disabled" and owner.pod in st["lastError"]
+    assert ready(st)["status"] == "False"
+    runs = {sc.pod: store_entries(st)[sc.pod]["runs"] for sc in pods.sidecars}
+    await run_fleet(fleet, 3.0)
+    st = await pol.status("trap-local")
+    assert store_entries(st)[owner.pod]["runs"] == runs[owner.pod]  # disabled there
+    assert all(store_entries(st)[sc.pod]["runs"] > runs[sc.pod] for sc in pods.sidecars[1:])
+    deadline = time.monotonic() + 20
+    while True:
+        warned = await warnings_on(kube, pods.namespace, "trap-local")
+        reasons = {e["reason"] for e in warned}
+        if {"PolicyTrapped", "PolicyDisabled"} <= reasons:
+            break
+        assert time.monotonic() < deadline, warned
+        await run_fleet(fleet, 0.5)
+    assert all(owner.pod in e["message"] for e in warned), warned
+    assert all(e["involvedObject"]["kind"] == "SchedulingPolicy" for e in warned)
+
+    # A balancer over each sidecar's own regions; the holder admits what it proposes.
+    balance = (policies / "balance_leader.wasm").read_bytes()
+    await pol.create(
+        "balance", {"inline": b64(balance)}, scope="store", config={"batch": 4, "tolerance": 1}
+    )
+    await balanced_within(fleet, 4, 90, lambda: pol.status("balance"))
+    st = await pol.until(
+        "balance", lambda s: s.get("phase") == "Running" and s.get("proposalsAccepted", 0) >= 20
+    )
+    entries = store_entries(st)
+    assert set(entries) == {sc.pod for sc in pods.sidecars}, entries
+    assert entries[owner.pod]["proposalsAccepted"] >= 10, entries
+    assert st["proposalsAccepted"] == sum(e["proposalsAccepted"] for e in entries.values())
+    assert st["moduleDigest"] == f"sha256:{sha(balance)}"
+    # The holder made the operators (the fenced path); the holder tallied them.
+    assert operators_by(skewed.status_port, "balance") >= 20
+
+    # Deleted: nothing moves the leaders back any more.
+    await kube.delete(pol.path("balance"))
+    await run_fleet(fleet, 2.0)
+    made = operators_by(skewed.status_port, "balance")
+    skew(fleet, 3)
+    await run_fleet(fleet, 5.0)
+    assert max(leaders(fleet)) >= 40, leaders(fleet)
+    assert operators_by(skewed.status_port, "balance") == made
+
+
+async def test_propose_is_arbitrated_by_the_holder_only(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, skewed: Sidecar
+) -> None:
+    """Proposals sent by hand: the holder admits a valid one and says why it refuses the
+    others; a sidecar that does not hold the role refuses the call."""
+    fleet = fleet_on
+    cid = await cluster_id_of(skewed)
+    regions = http_json(skewed.status_port, "/regions")["regions"]
+    r = next(x for x in regions if x["leader"]["store_id"] == 4)
+    voters = [p["store_id"] for p in r["peers"] if p["store_id"] != 4]
+    absent = next(s for s in (1, 2, 3) if s not in [p["store_id"] for p in r["peers"]])
+    ep = r["epoch"]
+
+    def transfer(target: int, conf_ver: int = ep["conf_ver"], version: int = ep["version"]) -> Any:
+        return kubepdpb_pb2.Proposal(
+            kind=1,
+            region_id=r["id"],
+            conf_ver=conf_ver,
+            version=version,
+            target_store=target,
+            reason="test",
+        )
+
+    resp = await propose(
+        skewed,
+        cid,
+        4,
+        transfer(voters[0], version=ep["version"] + 7),  # a stale epoch
+        transfer(absent),  # holds no voter of the region
+        kubepdpb_pb2.Proposal(kind=9, region_id=r["id"]),  # not a kind at all
+        transfer(voters[0]),  # fine
+    )
+    verdicts = [(v.accepted, v.reason) for v in resp.verdicts]
+    assert len(verdicts) == 4, verdicts
+    assert not verdicts[0][0] and "epoch changed" in verdicts[0][1], verdicts
+    assert not verdicts[1][0] and "holds no voter" in verdicts[1][1], verdicts
+    assert not verdicts[2][0] and "unknown proposal kind" in verdicts[2][1], verdicts
+    assert verdicts[3] == (True, ""), verdicts
+    # A store proposes only for the regions it leads.
+    resp = await propose(skewed, cid, 2, transfer(voters[0]))
+    assert not resp.verdicts[0].accepted and "not led by store 2" in resp.verdicts[0].reason
+    deadline = time.monotonic() + 20
+    while not any(
+        x["id"] == r["id"] and x["leader"]["store_id"] == voters[0]
+        for x in http_json(skewed.status_port, "/regions")["regions"]
+    ):
+        assert time.monotonic() < deadline, "the accepted transfer never happened"
+        await run_fleet(fleet, 0.5)
+    assert operators_by(skewed.status_port, "by-hand") == 1
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await propose(skewed, cid + 1, 4, transfer(voters[0]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cluster id" in (err.value.details() or "")
+    other = next(sc for sc in pods.sidecars if sc is not skewed)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await propose(other, cid, 4, transfer(voters[0]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not the scheduler role's holder" in (err.value.details() or "")
+
+
+async def test_store_scoped_proposals_go_to_the_scheduler_host(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet, skewed: Sidecar, policies: Path, tmp_path: Path
+) -> None:
+    """With the operator's scheduler host holding the role, the sidecars find it from the
+    Lease (its identity carries its gRPC URL) and it admits their proposals; the
+    pd-leader, no longer the holder, refuses Propose."""
+    fleet, pol = fleet_on, Policies(kube, pods, fleet_on)
+    await create_tikv_cluster(kube, pods.namespace, pods.name)
+    port, grpc_port = free_port(), free_port()
+    host = start_host(
+        pods, "operator-a", tmp_path / "host.log", port, "--grpc-addr", f"127.0.0.1:{grpc_port}"
+    )
+    try:
+        await wait_holder(kube, pods, fleet, f"operator-a@http://127.0.0.1:{grpc_port}")
+        deadline = time.monotonic() + 20
+        while True:  # the host's API answers once it has started
+            try:
+                only_policies_move_leaders(port)
+                break
+            except urllib.error.HTTPError:
+                raise
+            except OSError:
+                assert time.monotonic() < deadline, "the scheduler host never answered"
+                await run_fleet(fleet, 0.2)
+        skew(fleet, 3)
+        await run_fleet(fleet, 2.0)
+        assert max(leaders(fleet)) >= 40, leaders(fleet)
+        balance = (policies / "balance_leader.wasm").read_bytes()
+        await pol.create(
+            "balance", {"inline": b64(balance)}, scope="store", config={"batch": 4, "tolerance": 1}
+        )
+        await balanced_within(fleet, 4, 90, lambda: pol.status("balance"))
+        st = await pol.until("balance", lambda s: s.get("proposalsAccepted", 0) >= 20)
+        assert operators_by(port, "balance") >= 20, st
+        assert operators_by(skewed.status_port, "balance") == 0
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await propose(skewed, await cluster_id_of(skewed), 4)
+        assert "not the scheduler role's holder" in (err.value.details() or "")
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()

@@ -16,6 +16,7 @@ SCHEDULING_POLICIES = Resource(GROUP, VERSION, "schedulingpolicies")
 PD_METAS = Resource(GROUP, VERSION, "pdmetas")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 CONFIG_MAPS = Resource("", "v1", "configmaps")
+EVENTS = Resource("", "v1", "events")
 
 CLUSTER_LABEL = "kubepd.io/cluster"
 STORE_ID_LABEL = "kubepd.io/store-id"

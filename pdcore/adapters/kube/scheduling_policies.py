@@ -1,5 +1,7 @@
-"""SchedulingPolicy objects (scope: cluster) become the Wasm policies of whoever holds
-the scheduler role: added, replaced and removed live, with their figures in status.
+"""SchedulingPolicy objects become Wasm policies, added, replaced and removed live, with
+their figures in status. `scope: cluster` ones run where the scheduler role is;
+`scope: store` ones run in every sidecar over the regions its own stores lead, and their
+proposals go to the role's holder (`StorePolicyResources`, bottom).
 
 Every process that may take the role (the operator's SchedulerHost; a sidecar while it
 is the pd-leader) follows its cluster's objects and keeps their modules compiled, so a
@@ -28,8 +30,9 @@ from typing import TYPE_CHECKING
 
 from pdcore.adapters.kube import convert, kinds, watching
 from pdcore.adapters.kube.client import ApiError, KubeClient, NotFound, Obj
+from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.policy_modules import ModuleSources, ModuleUnavailable, digest_of
-from pdcore.service.policies import LoadedPolicy, PolicyService
+from pdcore.service.policies import LoadedPolicy, PolicyService, Proposer, ViewSource
 from pdcore.service.scheduling import SchedulingService
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ class Entry:
     ready: tuple[str, str, str] = ("", "", "")  # status, reason, lastTransitionTime
     written: Obj | None = None
     written_at: float = float("-inf")
+    warned: bool = False  # its load failure has been posted as an event
 
     @property
     def key(self) -> tuple[str, int]:
@@ -73,7 +77,12 @@ def object_key(obj: Obj) -> tuple[str, int]:
     return str(meta.get("uid", "")), int(meta.get("generation", 0))
 
 
+FAILURE_REASONS = {"trap": "PolicyTrapped", "deadline": "PolicyTimedOut"}
+
+
 class SchedulingPolicyResources:
+    scope = "cluster"
+
     def __init__(
         self,
         client: KubeClient,
@@ -85,6 +94,7 @@ class SchedulingPolicyResources:
         *,
         resync_s: float = RESYNC_S,
         status_min_interval_s: float = STATUS_MIN_INTERVAL_S,
+        events: EventRecorder | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -95,7 +105,8 @@ class SchedulingPolicyResources:
         self.candidate = candidate or (lambda: True)
         self.host = host
         self.sources = ModuleSources(client, namespace)
-        self.service = PolicyService(scheduling)
+        self.events = events
+        self.service = self._service(scheduling)
         self.resync_s = resync_s
         self.status_min_interval_s = status_min_interval_s
         self.objects: dict[str, Obj] = {}
@@ -103,6 +114,27 @@ class SchedulingPolicyResources:
         self.status_writes = 0
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _service(self, scheduling: SchedulingService) -> PolicyService:
+        return PolicyService(scheduling, on_failure=self._failed)
+
+    def reporting(self) -> bool:
+        """Whether this process writes status and posts events (the role's holder)."""
+        return self.active()
+
+    def _failed(self, policy: LoadedPolicy, kind: str, message: str) -> None:
+        obj = self.objects.get(policy.name)
+        if obj is None or self.events is None:
+            return
+        reason = FAILURE_REASONS.get(kind, "PolicyFailed")
+        self.events.warn(obj, reason, f"{self._where()}{kind}: {message}")
+        if policy.phase == "Disabled":
+            self.events.warn(
+                obj, "PolicyDisabled", f"{self._where()}failureStrategy Disable stopped it"
+            )
+
+    def _where(self) -> str:
+        return ""
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,11 +160,11 @@ class SchedulingPolicyResources:
             kinds.SCHEDULING_POLICIES.path(self.namespace),
             field_selector=f"spec.cluster={self.cluster}",
         ):
-            # Store-scoped policies run in each sidecar over its own regions, not here.
+            # Each scope has its own runner: store-scoped ones run in every sidecar.
             self.objects = {
                 name: obj
                 for name, obj in objs.items()
-                if (obj.get("spec") or {}).get("scope", "cluster") == "cluster"
+                if (obj.get("spec") or {}).get("scope", "cluster") == self.scope
             }
             self._changed.set()
 
@@ -246,7 +278,7 @@ class SchedulingPolicyResources:
             interval_s=float(spec.get("intervalSeconds", 10)),
             failure_strategy=str(spec.get("failureStrategy", "Disable")),
             max_proposals=limits.max_proposals,
-            scope="cluster",
+            scope=self.scope,
             priority=int(spec.get("priority", 50)),
         )
 
@@ -254,7 +286,7 @@ class SchedulingPolicyResources:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(STATUS_TICK_S)
-            if not self.active():
+            if not self.reporting():
                 for entry in self.entries.values():  # whoever holds the role writes
                     entry.offset, entry.written = None, None
                 continue
@@ -269,12 +301,16 @@ class SchedulingPolicyResources:
 
     async def write_status(self, name: str, obj: Obj, entry: Entry) -> None:
         now = time.time()
+        # Here, not at load: every candidate loads, only the reporting process tells.
+        if entry.policy is None and entry.error and not entry.warned and self.events:
+            entry.warned = True
+            self.events.warn(obj, "PolicyLoadFailed", f"{self._where()}{entry.error}")
         if entry.offset is None:
             self._take_over(obj, entry)
         p = entry.policy
         if p is not None and p.runs > entry.seen_runs:
             entry.seen_runs, entry.last_run_time = p.runs, convert.format_time(now)
-        status = self.status_of(entry, now)
+        status = self.status_body(obj, entry, now)
         if status == entry.written:
             return
         if time.monotonic() - entry.written_at < self.status_min_interval_s:
@@ -291,9 +327,17 @@ class SchedulingPolicyResources:
         entry.written, entry.written_at = status, time.monotonic()
         self.status_writes += 1
 
+    def status_body(self, obj: Obj, entry: Entry, now: float) -> Obj:
+        """What to merge into the object's status."""
+        return self.status_of(entry, now)
+
+    def own_status(self, obj: Obj) -> Obj:
+        """The part of status this process's figures continue from."""
+        return obj.get("status") or {}
+
     def _take_over(self, obj: Obj, entry: Entry) -> None:
         """Continue from the figures the last holder wrote for this very module."""
-        st = obj.get("status") or {}
+        st = self.own_status(obj)
         p = entry.policy
         same = (
             p is not None
@@ -370,21 +414,172 @@ class SchedulingPolicyResources:
         return "True", "Loaded", "loaded; waiting for its first run"
 
 
+PHASE_ORDER = ("Failed", "Disabled", "Running", "Loaded", "Pending")
+
+
+class StorePolicyResources(SchedulingPolicyResources):
+    """`scope: store` objects in one sidecar: every sidecar loads them and runs each over
+    the regions its own stores lead (with every store for context), and sends the
+    proposals to the scheduler role's holder, which admits or refuses each. A failing
+    module is handled by its failure strategy here only.
+
+    Status: each sidecar writes its own figures under `status.stores.<pod>` (a merge
+    patch touches only that key) and the top-level figures as the sum over all entries
+    it sees, the worst phase first, so `kubectl get spol` shows any store's trouble."""
+
+    scope = "store"
+
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        cluster: str,
+        scheduling: SchedulingService,
+        host: WasmHost,
+        *,
+        pod: str,
+        local_stores: Callable[[], set[int]],
+        propose: Proposer,
+        view: ViewSource | None = None,
+        events: EventRecorder | None = None,
+        resync_s: float = RESYNC_S,
+        status_min_interval_s: float = STATUS_MIN_INTERVAL_S,
+    ) -> None:
+        self.pod = pod
+        self.local_stores = local_stores
+        self.propose = propose
+        self.view = view
+        super().__init__(
+            client,
+            namespace,
+            cluster,
+            scheduling,
+            host,
+            resync_s=resync_s,
+            status_min_interval_s=status_min_interval_s,
+            events=events,
+        )
+
+    def _service(self, scheduling: SchedulingService) -> PolicyService:
+        return PolicyService(
+            scheduling,
+            local_stores=self.local_stores,
+            propose=self.propose,
+            on_failure=self._failed,
+            view=self.view,
+        )
+
+    def reporting(self) -> bool:
+        return bool(self.local_stores())  # a sidecar whose TiKV is not connected runs nothing
+
+    def _where(self) -> str:
+        return f"{self.pod} (stores {sorted(self.local_stores())}): "
+
+    def own_status(self, obj: Obj) -> Obj:
+        stores = (obj.get("status") or {}).get("stores") or {}
+        return stores.get(self.pod) or {}
+
+    def status_body(self, obj: Obj, entry: Entry, now: float) -> Obj:
+        mine = self.status_of(entry, now)
+        mine.pop("conditions", None)
+        mine["storeIds"] = sorted(self.local_stores())
+        entries: dict[str, Obj] = dict((obj.get("status") or {}).get("stores") or {})
+        entries[self.pod] = mine
+        # Figures another generation's runner left behind do not add up with this one's.
+        current = [e for e in entries.values() if e.get("observedGeneration") == entry.generation]
+        phases = [str(e.get("phase", "Pending")) for e in current]
+        phase = next((p for p in PHASE_ORDER if p in phases), "Pending")
+        errors = [
+            f"{pod}: {e['lastError']}" for pod, e in sorted(entries.items()) if e.get("lastError")
+        ]
+        error = "; ".join(errors)[:MAX_ERROR_CHARS]
+        ready, reason = ("True", phase) if phase in ("Running", "Loaded") else ("False", phase)
+        if entry.ready[:2] != (ready, reason) or not entry.ready[2]:
+            entry.ready = (ready, reason, convert.format_time(now))
+        status: Obj = {
+            "phase": phase,
+            "runs": sum(int(e.get("runs", 0)) for e in current),
+            "proposalsAccepted": sum(int(e.get("proposalsAccepted", 0)) for e in current),
+            "proposalsRejected": sum(int(e.get("proposalsRejected", 0)) for e in current),
+            "lastError": error,
+            "observedGeneration": entry.generation,
+            "stores": {self.pod: mine},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": reason,
+                    "message": (
+                        f"{len(current)} sidecar(s) run it over their own regions"
+                        + (f"; {error}" if error else "")
+                    )[:MAX_ERROR_CHARS],
+                    "lastTransitionTime": entry.ready[2],
+                    "observedGeneration": entry.generation,
+                }
+            ],
+        }
+        for key in ("moduleDigest", "lastRunTime"):
+            if key in mine:
+                status[key] = mine[key]
+        return status
+
+
+def start_store_policies(
+    client: KubeClient,
+    namespace: str,
+    cluster: str,
+    scheduling: SchedulingService,
+    *,
+    pod: str,
+    local_stores: Callable[[], set[int]],
+    propose: Proposer,
+    view: ViewSource | None = None,
+    events: EventRecorder | None = None,
+) -> StorePolicyResources | None:
+    """Follow and run the cluster's store-scoped SchedulingPolicy objects in a sidecar."""
+    host = _wasm_host("store-scoped policies")
+    if host is None:
+        return None
+    resources = StorePolicyResources(
+        client,
+        namespace,
+        cluster,
+        scheduling,
+        host,
+        pod=pod,
+        local_stores=local_stores,
+        propose=propose,
+        view=view,
+        events=events,
+    )
+    resources.start()
+    return resources
+
+
 def start_policies(
     client: KubeClient,
     namespace: str,
     cluster: str,
     scheduling: SchedulingService,
     candidate: Callable[[], bool] | None = None,
+    events: EventRecorder | None = None,
 ) -> SchedulingPolicyResources | None:
     """Follow and run the cluster's SchedulingPolicy objects; None without wasmtime."""
-    try:
-        from pdcore.adapters.wasm.host import WasmHost
-    except ImportError:
-        log.warning("wasmtime not available; SchedulingPolicy objects are not acted on")
+    host = _wasm_host("SchedulingPolicy objects")
+    if host is None:
         return None
     resources = SchedulingPolicyResources(
-        client, namespace, cluster, scheduling, WasmHost(), candidate
+        client, namespace, cluster, scheduling, host, candidate, events=events
     )
     resources.start()
     return resources
+
+
+def _wasm_host(what: str) -> WasmHost | None:
+    """The Wasm host, or None (with a warning) where wasmtime is not installed."""
+    try:
+        from pdcore.adapters.wasm.host import WasmHost
+    except ImportError:
+        log.warning("wasmtime not available; %s are not acted on", what)
+        return None
+    return WasmHost()

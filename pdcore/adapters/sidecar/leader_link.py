@@ -69,13 +69,17 @@ class LeaderLink:
             self.stub = pdpb_pb2_grpc.PDStub(self._channel)
         return self.stub
 
-    async def forward(self, method: str, request: Any) -> Any:
+    async def forward(
+        self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> Any:
         """Send a unary request to the leader unchanged; transport failures become
         NotLeader so clients retry as they do with PD."""
         stub = self.current()
         self.forwarded += 1
         try:
-            return await getattr(stub, method)(request, timeout=FORWARD_TIMEOUT_S)
+            return await getattr(stub, method)(
+                request, timeout=FORWARD_TIMEOUT_S, metadata=metadata or None
+            )
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise NotLeader(f"pd-leader {self._address} unreachable: {e.details()}") from None

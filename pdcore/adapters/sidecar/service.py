@@ -34,8 +34,7 @@ FORWARDED_UNARY = (
     "IsBootstrapped",
     "GetStore",
     "PutStore",
-    "GetAllStores",
-    "StoreHeartbeat",
+    "GetAllStores",  # StoreHeartbeat too, below: it also notes which stores are local
     "AskBatchSplit",
     "AskSplit",
     "ReportBatchSplit",
@@ -54,6 +53,7 @@ FORWARDED_UNARY = (
     "LoadGlobalConfig",
     "StoreGlobalConfig",
 )
+LOCAL_STORE_TTL_S = 30.0  # a store silent this long no longer counts as this pod's
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
 VIA_HEADER = "kubepd-via"  # set on streams a sidecar forwards to the pd-leader: its pod
 
@@ -74,6 +74,9 @@ class SidecarService(PdService):
         self.pod = pod
         self.absorbed = 0
         self.forwarded_heartbeats = 0
+        # Stores whose TiKV sends store heartbeats to this sidecar itself (not forwarded
+        # by another sidecar): with the bound region streams, this pod's own stores.
+        self.heartbeat_stores: dict[int, float] = {}
 
     def streams_for(self, context: Ctx) -> HeartbeatStreams | None:
         """Only this pod's TiKV gets steps through this process: a stream another sidecar
@@ -88,12 +91,23 @@ class SidecarService(PdService):
         if header.cluster_id != self.node.cluster_id:
             raise ClusterIdMismatch(self.node.cluster_id, header.cluster_id)
 
+    def local_stores(self) -> set[int]:
+        """This pod's stores: those whose TiKV heartbeats here, lately or on a stream."""
+        now = time.monotonic()
+        recent = {s for s, at in self.heartbeat_stores.items() if now - at < LOCAL_STORE_TTL_S}
+        return recent | set(self.local.connected())
+
+    async def StoreHeartbeat(self, request: Any, context: Ctx) -> Any:
+        if self.streams_for(context) is not None:
+            self.heartbeat_stores[request.stats.store_id] = time.monotonic()
+        return await self._forward("StoreHeartbeat", request, context)
+
     async def _forward(self, name: str, request: Any, context: Ctx) -> Any:
         base = getattr(PdService, name)
         if self.is_leader():
             return await base(self, request, context)
         try:
-            return await self.link.forward(name, request)
+            return await self.link.forward(name, request, ((VIA_HEADER, self.pod),))
         except TransportError as e:
             await context.abort(status_of(e), str(e))
         except grpc.aio.AioRpcError as e:
