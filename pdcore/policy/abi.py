@@ -11,8 +11,11 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from collections.abc import Sequence
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 ABI_VERSION = 1
@@ -27,6 +30,11 @@ REGION = struct.Struct("<QIIQIIII")  # 40 bytes
 PEER = struct.Struct("<QII")  # 16 bytes
 PROP_HEADER = struct.Struct("<II")
 PROPOSAL = struct.Struct("<IIQIIQQII")  # 48 bytes
+
+# A REGION record as u32 words: flags is word 7, peer_off word 8, peer_count word 9.
+_U32 = next(t for t in "IL" if array(t).itemsize == 4)
+_REGION_WORDS = REGION.size // 4
+_FLAGS_WORD, _PEER_OFF_WORD, _PEER_COUNT_WORD = 7, 8, 9
 
 
 class StoreFlag(enum.IntFlag):
@@ -119,21 +127,21 @@ def params_of(config: dict[str, Any], label_values: dict[str, int]) -> list[int]
     return out + [0] * (N_PARAMS - len(out))
 
 
-def encode_snapshot(inp: PolicyInput) -> bytes:
-    config = json.dumps(inp.config, sort_keys=True).encode()
-    n_peers = sum(len(r.peers) for r in inp.regions)
+def _pack_head(
+    buf: bytearray, inp: PolicyInput, n_regions: int, n_peers: int, config: bytes
+) -> tuple[int, int, int]:
+    """Header and store table into `buf`; (regions_off, peers_off, config_off)."""
     stores_off = HEADER.size
     regions_off = stores_off + STORE.size * len(inp.stores)
-    peers_off = regions_off + REGION.size * len(inp.regions)
+    peers_off = regions_off + REGION.size * n_regions
     config_off = peers_off + PEER.size * n_peers
-    buf = bytearray(config_off + len(config))
     HEADER.pack_into(
         buf,
         0,
         SNAPSHOT_MAGIC,
         ABI_VERSION,
         len(inp.stores),
-        len(inp.regions),
+        n_regions,
         n_peers,
         inp.max_proposals,
         config_off,
@@ -160,6 +168,16 @@ def encode_snapshot(inp: PolicyInput) -> bytes:
             0,
         )
         off += STORE.size
+    return regions_off, peers_off, config_off
+
+
+def encode_snapshot(inp: PolicyInput) -> bytes:
+    config = json.dumps(inp.config, sort_keys=True).encode()
+    n_peers = sum(len(r.peers) for r in inp.regions)
+    regions_off = HEADER.size + STORE.size * len(inp.stores)
+    config_off = regions_off + REGION.size * len(inp.regions) + PEER.size * n_peers
+    buf = bytearray(config_off + len(config))
+    regions_off, peers_off, config_off = _pack_head(buf, inp, len(inp.regions), n_peers, config)
     off, poff, pidx = regions_off, peers_off, 0
     for r in inp.regions:
         REGION.pack_into(
@@ -181,6 +199,57 @@ def encode_snapshot(inp: PolicyInput) -> bytes:
         pidx += len(r.peers)
     buf[config_off:] = config
     return bytes(buf)
+
+
+def region_record(
+    region_id: int,
+    conf_ver: int,
+    version: int,
+    leader_store: int,
+    size_mib: int,
+    flags: int,
+    peer_count: int,
+) -> bytes:
+    """One REGION record with `peer_off` left 0: `assemble_snapshot` fills it in."""
+    return REGION.pack(region_id, conf_ver, version, leader_store, size_mib, flags, 0, peer_count)
+
+
+def peer_records(peers: Iterable[tuple[int, int]]) -> bytes:
+    """The PEER records of one region, from (store_id, role) pairs."""
+    return b"".join([PEER.pack(store_id, role, 0) for store_id, role in peers])
+
+
+def assemble_snapshot(
+    inp: PolicyInput,
+    region_records: bytes,
+    peer_table: bytes,
+    with_operator: Iterable[int] = (),
+) -> bytes:
+    """The bytes `encode_snapshot` makes, from REGION records already encoded (as
+    `region_record` makes them, in snapshot order) and the PEER records of those regions
+    concatenated in the same order; `inp.regions` is ignored. `peer_off` is computed here,
+    so a cached record stays valid when regions before it change; `with_operator` are the
+    indexes of the regions whose HAS_OPERATOR flag is set on top of their record's."""
+    if len(region_records) % REGION.size:
+        raise ValueError("region records are not a whole number of records")
+    words = array(_U32, region_records)
+    big = sys.byteorder == "big"
+    if big:  # pragma: no cover - every supported platform is little-endian
+        words.byteswap()
+    n_regions = len(words) // _REGION_WORDS
+    peer_off = array(_U32, accumulate(words[_PEER_COUNT_WORD::_REGION_WORDS], initial=0))
+    n_peers = peer_off.pop()
+    if len(peer_table) != n_peers * PEER.size:
+        raise ValueError(f"{n_peers} peers need {n_peers * PEER.size} bytes, got {len(peer_table)}")
+    words[_PEER_OFF_WORD::_REGION_WORDS] = peer_off
+    for i in with_operator:
+        words[i * _REGION_WORDS + _FLAGS_WORD] |= int(RegionFlag.HAS_OPERATOR)
+    if big:  # pragma: no cover
+        words.byteswap()
+    config = json.dumps(inp.config, sort_keys=True).encode()
+    head = bytearray(HEADER.size + STORE.size * len(inp.stores))
+    _pack_head(head, inp, n_regions, n_peers, config)
+    return b"".join((head, words, peer_table, config))
 
 
 def decode_proposals(data: bytes, max_proposals: int) -> list[Proposal]:

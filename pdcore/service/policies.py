@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pdcore.policy.abi import Proposal, RegionView, encode_snapshot
+from pdcore.policy.abi import Proposal
 from pdcore.scheduling import policy_bridge
 from pdcore.scheduling.cluster import ClusterView
 from pdcore.service.scheduling import SchedulingService
@@ -124,6 +124,9 @@ class PolicyService:
         self.on_failure = on_failure
         self.view = view
         self.policies: dict[str, LoadedPolicy] = {}
+        # Shared by every policy: region records do not depend on the policy, and only
+        # regions changed since the last run are encoded again.
+        self.encoder = policy_bridge.SnapshotEncoder()
         self._task: asyncio.Task[None] | None = None
 
     def active(self) -> bool:
@@ -186,11 +189,10 @@ class PolicyService:
         now = svc.now()
         stores = self.local_stores() if self.propose is not None and self.local_stores else None
         view = await self.view() if self.view is not None else svc.view
-        inp = policy_bridge.build_input(
+        snapshot = self.encoder.encode(
             view, coord.controller, now, policy.config, policy.max_proposals, store_ids=stores
         )
-        snapshot = encode_snapshot(inp)
-        result = await asyncio.to_thread(policy.instance.run, snapshot)
+        result = await asyncio.to_thread(policy.instance.run, snapshot.data)
         if self.policies.get(policy.name) is not policy:
             return  # replaced or removed while it ran: drop its output
         if not self.active():
@@ -215,21 +217,24 @@ class PolicyService:
             return
         policy.phase = "Running"
         if self.propose is not None:
-            await self._propose(policy, inp.regions, result.proposals)
+            await self._propose(policy, snapshot.leader_of, result.proposals)
             return
         for prop in result.proposals:
             ok, why = admit(svc, policy.name, prop)
             self._count(policy, prop, ok, why)
 
     async def _propose(
-        self, policy: LoadedPolicy, regions: Sequence[RegionView], proposals: Sequence[Proposal]
+        self,
+        policy: LoadedPolicy,
+        leader_of: Callable[[int], int],
+        proposals: Sequence[Proposal],
     ) -> None:
-        """One Propose call per leading store (a sidecar may serve several)."""
+        """One Propose call per leading store (a sidecar may serve several); `leader_of`
+        gives a region's leader in the snapshot the policy saw (0 when it was not there)."""
         assert self.propose is not None
-        leader_of = {r.id: r.leader_store for r in regions}
         by_store: dict[int, list[Proposal]] = {}
         for prop in proposals:
-            by_store.setdefault(leader_of.get(prop.region_id, 0), []).append(prop)
+            by_store.setdefault(leader_of(prop.region_id), []).append(prop)
         for store_id, props in sorted(by_store.items()):
             try:
                 verdicts = await self.propose(policy, store_id, props)
