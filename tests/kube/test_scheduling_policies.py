@@ -137,6 +137,20 @@ def only_policies_move_leaders(status_port: int) -> None:
         http_json(status_port, f"/schedulers/{name}", "DELETE")
 
 
+async def host_without_balancers(fleet: Fleet, status_port: int) -> None:
+    """Once the scheduler host's API answers, leave only policies moving leaders there."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            only_policies_move_leaders(status_port)
+            return
+        except urllib.error.HTTPError:
+            raise
+        except OSError:
+            assert time.monotonic() < deadline, "the scheduler host never answered"
+            await run_fleet(fleet, 0.2)
+
+
 def operators_by(status_port: int, policy: str) -> int:
     done = http_json(status_port, "/operators?history=true&limit=100000")
     running = http_json(status_port, "/operators")
@@ -352,16 +366,7 @@ async def test_only_the_scheduler_roles_holder_runs_policies(
     host = start_host(pods, "operator-a", tmp_path / "host.log", port)
     try:
         await wait_holder(kube, pods, fleet, "operator-a")
-        deadline = time.monotonic() + 20
-        while True:  # the host's API answers once it has started
-            try:
-                only_policies_move_leaders(port)
-                break
-            except urllib.error.HTTPError:
-                raise
-            except OSError:
-                assert time.monotonic() < deadline, "the scheduler host never answered"
-                await run_fleet(fleet, 0.2)
+        await host_without_balancers(fleet, port)
         # Whatever its built-in balancer did before it went, only the policy can undo this.
         skew(fleet, 3)
         await run_fleet(fleet, 2.0)
@@ -605,16 +610,7 @@ async def test_store_scoped_proposals_go_to_the_scheduler_host(
     )
     try:
         await wait_holder(kube, pods, fleet, f"operator-a@http://127.0.0.1:{grpc_port}")
-        deadline = time.monotonic() + 20
-        while True:  # the host's API answers once it has started
-            try:
-                only_policies_move_leaders(port)
-                break
-            except urllib.error.HTTPError:
-                raise
-            except OSError:
-                assert time.monotonic() < deadline, "the scheduler host never answered"
-                await run_fleet(fleet, 0.2)
+        await host_without_balancers(fleet, port)
         skew(fleet, 3)
         await run_fleet(fleet, 2.0)
         assert max(leaders(fleet)) >= 40, leaders(fleet)
