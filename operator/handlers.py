@@ -164,14 +164,19 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             body,
             condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready"),
         )
-    if not await drive_scale_in(body, patch, sts) and not await drive_replacement(body, patch, sts):
-        await drive_upgrade(body, patch, sts)
+    if await drive_scale_in(body, patch, sts):
+        return
+    stores = await lifecycle.cluster_stores(client(), dict(body))  # one list for both steps
+    if not await drive_replacement(body, patch, sts, stores):
+        await drive_upgrade(body, patch, sts, stores)
 
 
-async def drive_replacement(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> bool:
+async def drive_replacement(
+    body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any], stores: list[dict[str, Any]]
+) -> bool:
     """One step of replacing a dead store; whether one is under way."""
     raw = dict(body)
-    step = await lifecycle.replace_step(client(), raw, sts)
+    step = await lifecycle.replace_step(client(), raw, sts, stores)
     if step is None:
         return False
     for reason, message in step.events:
@@ -184,9 +189,11 @@ async def drive_replacement(body: kopf.Body, patch: kopf.Patch, sts: dict[str, A
     return True
 
 
-async def drive_upgrade(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> None:
+async def drive_upgrade(
+    body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any], stores: list[dict[str, Any]]
+) -> None:
     raw = dict(body)
-    step = await lifecycle.upgrade_step(client(), raw, sts)
+    step = await lifecycle.upgrade_step(client(), raw, sts, stores)
     if step is None:
         return
     for reason, message in step.events:

@@ -32,6 +32,15 @@ class ScaleIn:
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
 
 
+async def cluster_stores(client: KubeClient, body: Obj) -> list[Obj]:
+    """The TiKVStore objects of the cluster `body` describes."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    listing = await client.list_objects(
+        kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}"
+    )
+    return listing.items
+
+
 def _pod_store(stores: list[Obj], pod: str) -> Obj | None:
     """The live store of `pod`, else its tombstone, else None."""
     mine = [o for o in stores if ((o.get("status") or {}).get("sidecar") or {}).get("pod") == pod]
@@ -51,10 +60,7 @@ async def scale_in_step(client: KubeClient, body: Obj) -> ScaleIn | None:
     if want >= current:
         return None
     pod = f"{name}-{current - 1}"
-    listing = await client.list_objects(
-        kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}"
-    )
-    store = _pod_store(listing.items, pod)
+    store = _pod_store(await cluster_stores(client, body), pod)
     if store is None:
         return ScaleIn(
             current - 1,
@@ -130,7 +136,9 @@ async def _set_evict(client: KubeClient, ns: str, store: Obj, on: bool) -> None:
     )
 
 
-async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | None:
+async def upgrade_step(
+    client: KubeClient, body: Obj, sts: Obj, stores: list[Obj]
+) -> Upgrade | None:
     """One step of a rolling upgrade (None when every pod runs the current template).
 
     The StatefulSet's partition holds every pod at its revision; pods are updated from
@@ -153,9 +161,6 @@ async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | Non
     pods = [
         p for p in pods if _ordinal(p) < replicas and not p["metadata"].get("deletionTimestamp")
     ]
-    stores = (
-        await client.list_objects(kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}")
-    ).items
     events: list[tuple[str, str]] = []
     current = [
         p for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision
@@ -219,7 +224,9 @@ async def upgrade_step(client: KubeClient, body: Obj, sts: Obj) -> Upgrade | Non
 REPLACED = "kubepd.io/replaced"
 
 
-async def replace_step(client: KubeClient, body: Obj, sts: Obj) -> ScaleIn | None:
+async def replace_step(
+    client: KubeClient, body: Obj, sts: Obj, stores: list[Obj]
+) -> ScaleIn | None:
     """A pod whose store stays down past max-store-down-time gets a new store: the store
     is drained (its replicas are rebuilt from the other copies), and once PD has made it
     Tombstone the pod and its volume are deleted, so the StatefulSet brings the pod back
@@ -228,9 +235,6 @@ async def replace_step(client: KubeClient, body: Obj, sts: Obj) -> ScaleIn | Non
         return None
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     replicas = int(sts["spec"]["replicas"])
-    stores = (
-        await client.list_objects(kinds.TIKV_STORES.path(ns), field_selector=f"spec.cluster={name}")
-    ).items
     for store in stores:
         status = store.get("status") or {}
         pod = (status.get("sidecar") or {}).get("pod", "")
