@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pdcore.domain.config import ClusterConfig
-from pdcore.domain.region import Peer, Region
+from pdcore.domain.region import Peer, PeerRole, Region
 from pdcore.domain.store import Store
 from pdcore.scheduling import filters
 from pdcore.scheduling.cluster import ClusterView
@@ -17,6 +17,7 @@ from pdcore.scheduling.operator import (
     OpKind,
     Priority,
     add_peer,
+    leave_joint_state,
     move_peer,
     promote_learner,
     remove_peer,
@@ -82,6 +83,25 @@ def best_target(
         if best is None or key < best:
             best, chosen = key, s
     return chosen
+
+
+class JointStateChecker:
+    """A region left in a joint state (its operator was cancelled by a split, or PD
+    restarted mid-change) cannot be changed again until it leaves it."""
+
+    name = "joint-state-checker"
+
+    def check(self, region: Region) -> tuple[Operator | None, str]:
+        if not any(
+            p.role in (PeerRole.INCOMING_VOTER, PeerRole.DEMOTING_VOTER) for p in region.peers
+        ):
+            return None, ""
+        if region.leader is None:
+            return None, "region in a joint state has no leader"
+        try:
+            return leave_joint_state(region, "the region is in a joint state"), ""
+        except ValueError as e:
+            return None, str(e)
 
 
 class RuleChecker:

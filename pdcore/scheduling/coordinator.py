@@ -11,7 +11,12 @@ from typing import Any
 
 from pdcore.domain.commands import SplitPolicy
 from pdcore.domain.region import Region
-from pdcore.scheduling.checkers import CheckContext, MergeChecker, RuleChecker
+from pdcore.scheduling.checkers import (
+    CheckContext,
+    JointStateChecker,
+    MergeChecker,
+    RuleChecker,
+)
 from pdcore.scheduling.cluster import ClusterView
 from pdcore.scheduling.controller import OperatorController, Send
 from pdcore.scheduling.diagnostics import Diagnosis
@@ -64,6 +69,7 @@ class Coordinator:
         self.schedulers: dict[str, SchedulerState] = {}
         self.explicit_rules: list[Rule] | None = None
         self.hot: dict[int, HotStat] = {}
+        self.joint_checker = JointStateChecker()
         self.rule_checker = RuleChecker()
         self.merge_checker = MergeChecker(started_at=started_at)
         self.patrol = PatrolState()
@@ -246,9 +252,17 @@ class Coordinator:
         for region in regions:
             if region.id in self.controller.running:
                 continue
-            op, why = self.rule_checker.check(ctx, region)
+            op, why = self.joint_checker.check(region)
+            checker = self.joint_checker.name
+            if op is None and not why:
+                op, why = self.rule_checker.check(ctx, region)
+                checker = self.rule_checker.name
             ops = [op] if op is not None else []
-            if not ops and self.controller.allowed(OpKind.MERGE):
+            if (
+                not ops
+                and checker == self.rule_checker.name
+                and self.controller.allowed(OpKind.MERGE)
+            ):
                 ops, why2 = self.merge_checker.check(ctx, region)
                 why = why2 if not ops else why
             if not ops:
@@ -263,9 +277,7 @@ class Coordinator:
                 self.patrol.pending[region.id] = next(p for p in problems if p)
                 continue
             for o in ops:
-                o.scheduler = (
-                    self.rule_checker.name if o.kind & OpKind.REPLICA else self.merge_checker.name
-                )
+                o.scheduler = checker if o.kind & OpKind.REPLICA else self.merge_checker.name
                 if self.controller.add(o, now) is None:
                     out.extend(self._first_send(o, now))
         last = regions[-1] if regions else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from pdcore.domain.region import Peer, Region, RegionEpoch
+from pdcore.domain.region import Peer, PeerRole, Region, RegionEpoch
 from pdcore.scheduling.steps import (
     AddLearnerStep,
     JointEnterStep,
@@ -225,6 +225,21 @@ def remove_peer(
         steps.append(TransferLeaderStep(from_store, others[0].store_id))
     steps.append(RemovePeerStep(from_store))
     return _op("remove-peer", region, kind, steps, reason, priority)
+
+
+def leave_joint_state(region: Region, reason: str) -> Operator:
+    """Finish a joint change whose operator is gone (cancelled by a split, or PD
+    restarted mid-change). A demoting leader hands leadership to a voter first."""
+    promote = tuple(p for p in region.peers if p.role == PeerRole.INCOMING_VOTER)
+    demote = tuple(p for p in region.peers if p.role == PeerRole.DEMOTING_VOTER)
+    steps: list[Step] = []
+    if region.leader is not None and region.leader.role == PeerRole.DEMOTING_VOTER:
+        targets = [p for p in region.peers if p.role == PeerRole.VOTER] or list(promote)
+        if not targets:
+            raise ValueError("no voter can take the leadership of a demoting leader")
+        steps.append(TransferLeaderStep(region.leader_store_id, targets[0].store_id))
+    steps.append(JointLeaveStep(promote, demote))
+    return _op("leave-joint-state", region, OpKind.REPLICA, steps, reason, Priority.HIGH)
 
 
 def promote_learner(region: Region, store: int, reason: str) -> Operator:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from pdcore.domain.config import ScheduleConfig
-from pdcore.domain.region import Peer, PeerStats, Region, RegionEpoch
+from pdcore.domain.region import Peer, PeerRole, PeerStats, Region, RegionEpoch
 from pdcore.scheduling import filters
 from pdcore.scheduling.checkers import CheckContext, MergeChecker, RuleChecker
 from pdcore.scheduling.controller import OperatorController
@@ -20,7 +20,13 @@ from pdcore.scheduling.schedulers.balance_region import BalanceRegion
 from pdcore.scheduling.schedulers.base import SchedContext
 from pdcore.scheduling.schedulers.evict_leader import EvictLeader
 from pdcore.scheduling.scores import distinct_score, is_low_space, region_score
-from pdcore.scheduling.steps import AddLearnerStep, MergeStep, RemovePeerStep
+from pdcore.scheduling.steps import (
+    AddLearnerStep,
+    JointLeaveStep,
+    MergeStep,
+    RemovePeerStep,
+    TransferLeaderStep,
+)
 from tests.unit.scheduling.helpers import NOW, cluster, id_source, region, store
 
 
@@ -217,6 +223,33 @@ def test_coordinator_runs_schedulers_and_patrol() -> None:
         coord.add_scheduler("no-such", {})
     coord.add_scheduler("evict-leader-scheduler", {"store_id": 1})
     assert coord.evicted_stores() == {1}
+
+
+def _joint(leader_store: int) -> Region:
+    """Store 3 demoting, store 4 incoming: a move whose operator went away mid-change."""
+    peers = (
+        Peer(11, 1),
+        Peer(12, 2),
+        Peer(13, 3, PeerRole.DEMOTING_VOTER),
+        Peer(14, 4, PeerRole.INCOMING_VOTER),
+    )
+    lead = next(p for p in peers if p.store_id == leader_store)
+    return Region(9, b"a", b"b", RegionEpoch(5, 3), peers, leader=lead)
+
+
+@pytest.mark.parametrize(("leader", "first"), [(1, JointLeaveStep), (3, TransferLeaderStep)])
+def test_region_left_in_a_joint_state_leaves_it(leader: int, first: type) -> None:
+    c = cluster([store(i) for i in range(1, 5)], [_joint(leader)])
+    coord = Coordinator(c, id_source(), started_at=NOW, schedulers=())  # type: ignore[arg-type]
+    sends = coord.tick(NOW)
+    op = coord.controller.running.get(9)
+    assert op is not None and op.desc == "leave-joint-state", coord.patrol.pending
+    assert op.scheduler == "joint-state-checker" and sends
+    assert isinstance(op.steps[0], first) and isinstance(op.steps[-1], JointLeaveStep)
+    if first is TransferLeaderStep:
+        assert op.steps[0].to_store in (1, 2)  # a full voter, never the demoting one
+    leave = op.steps[-1]
+    assert {p.store_id for p in leave.promote} == {4} and {p.store_id for p in leave.demote} == {3}
 
 
 def test_stale_region_in_view_is_not_scheduled() -> None:
