@@ -125,6 +125,7 @@ class Fleet:
         self._last_region_hb = 0.0
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
+        self._splits: set[asyncio.Task[None]] = set()  # cancelled on close
         self.last_change_at = 0.0
         # Like Lightning/BR: scatter the new regions of these key ranges after each split.
         self.scatter_ranges: list[tuple[bytes, bytes, str]] = []
@@ -368,8 +369,7 @@ class Fleet:
         elif isinstance(body, Merge):
             self.at(STEP_DELAY_S, lambda: self._merge(r, body.target.id))
         elif isinstance(body, SplitRegion):
-            self._busy.add(r.id)
-            asyncio.get_running_loop().create_task(self.split(r, list(body.keys)))
+            self._start_split(r, list(body.keys))
 
     @property
     def settled_since(self) -> float:
@@ -485,6 +485,12 @@ class Fleet:
             r.pending.discard(peer.id)
             self._applied(r, "snapshot")
         self._start_snapshots()
+
+    def _start_split(self, r: SimRegion, keys: list[bytes]) -> None:
+        self._busy.add(r.id)
+        task = asyncio.get_running_loop().create_task(self.split(r, keys))
+        self._splits.add(task)
+        task.add_done_callback(self._splits.discard)
 
     async def split(self, r: SimRegion, keys: list[bytes]) -> None:
         """TiKV's split: ask PD for ids, split, report, heartbeat both halves."""
@@ -632,13 +638,15 @@ class Fleet:
                     if r.write_rate:
                         r.size_mib += max(1, int(r.write_rate * self.cfg.region_hb_s / MIB))
                         if r.size_mib >= self.cfg.split_size_mib and r.id not in self._busy:
-                            self._busy.add(r.id)
-                            asyncio.get_running_loop().create_task(self.split(r, []))
+                            self._start_split(r, [])
                 for s in self.stores.values():
                     s.hb_cursor = (start + share) % max(1, len(regions))
 
     async def close(self) -> None:
         self._running = False
+        for t in list(self._splits):
+            t.cancel()
+        await asyncio.gather(*self._splits, return_exceptions=True)
         for s in self.stores.values():
             self._close_stream(s)
         await self.channel.close(None)
