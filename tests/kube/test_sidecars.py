@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -61,6 +64,63 @@ async def test_scheduling_reaches_tikv_through_the_sidecars(
     assert on_new >= 55, f"only {on_new} peers reached the new store"
     # Nothing lost on the way: moves add before they remove.
     assert all(len(r.peers) >= 3 for r in fleet.regions.values())
+
+
+async def _sync_request(cluster_id: int) -> AsyncIterator[pdpb_pb2.SyncRegionRequest]:
+    yield pdpb_pb2.SyncRegionRequest(
+        header=pdpb_pb2.RequestHeader(cluster_id=cluster_id),
+        member=pdpb_pb2.Member(name="test-reader"),
+    )
+    await asyncio.Event().wait()  # a reader keeps its request stream open
+
+
+async def test_only_the_pd_leader_feeds_region_caches(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet
+) -> None:
+    """A cache fed by a follower would freeze (a follower's tree gets no change events):
+    followers refuse SyncRegions, and a pd-leader that loses its Lease ends the feeds it
+    serves, so their readers reconnect to the new one."""
+    fleet = fleet_on
+    await fleet.bootstrap(zones(3), round_robin(30, 3), size_mib=16)
+    await run_fleet(fleet, 2.0)
+    leader = await wait_leader(kube, pods)
+    follower = next(sc for sc in pods.sidecars if sc is not leader)
+    cid = fleet.cluster_id
+    async with grpc.aio.insecure_channel(follower.address) as ch:
+
+        async def read_all() -> None:
+            async for _ in pdpb_pb2_grpc.PDStub(ch).SyncRegions(_sync_request(cid)):
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(read_all(), 10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "not the pd-leader" in (refused.value.details() or "")
+
+    async with grpc.aio.insecure_channel(leader.address) as ch:
+        feed = pdpb_pb2_grpc.PDStub(ch).SyncRegions(_sync_request(cid))
+        snapshot = 0
+        async for resp in feed:
+            if not resp.regions:  # the end of the snapshot
+                break
+            snapshot += len(resp.regions)
+        assert snapshot == 30
+        assert leader.proc is not None
+        os.killpg(leader.proc.pid, signal.SIGSTOP)  # its Lease lapses; another takes it
+        try:
+            others = Pods(pods.cluster, pods.namespace, pods.name, pods.workdir)
+            others.sidecars = [sc for sc in pods.sidecars if sc is not leader]
+            await wait_leader(kube, others)
+        finally:
+            os.killpg(leader.proc.pid, signal.SIGCONT)
+
+        async def drain() -> None:
+            async for _ in feed:
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(drain(), 10)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
 
 
 async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: Path) -> None:

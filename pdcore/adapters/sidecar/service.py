@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, cast
 
 import grpc
 
@@ -55,6 +55,7 @@ FORWARDED_UNARY = (
 )
 LOCAL_STORE_TTL_S = 30.0  # a store silent this long no longer counts as this pod's
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
+LEADERSHIP_CHECK_S = 0.5  # how soon a cache feed ends after this sidecar stops leading
 VIA_HEADER = "kubepd-via"  # set on streams a sidecar forwards to the pd-leader: its pod
 
 
@@ -112,6 +113,35 @@ class SidecarService(PdService):
             await context.abort(status_of(e), str(e))
         except grpc.aio.AioRpcError as e:
             await context.abort(e.code(), e.details() or "")
+
+    # -- region sync: only the pd-leader feeds caches ---------------------------------------
+    async def SyncRegions(
+        self, request_iterator: AsyncIterator[Any], context: Ctx
+    ) -> AsyncIterator[Any]:
+        """A follower's own tree lags and gets no change events, so a cache fed by it
+        (another sidecar's, the scheduler host's) would freeze: refuse, and end the feed
+        once this sidecar stops leading, so its reader reconnects to the new pd-leader."""
+        if not self.is_leader():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not the pd-leader")
+        feed = cast(AsyncGenerator[Any, None], super().SyncRegions(request_iterator, context))
+        nxt: asyncio.Future[Any] = asyncio.ensure_future(feed.__anext__())
+        try:
+            while True:
+                done, _ = await asyncio.wait({nxt}, timeout=LEADERSHIP_CHECK_S)
+                if not done:
+                    if not self.is_leader():
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "not the pd-leader")
+                    continue
+                try:
+                    resp = nxt.result()
+                except StopAsyncIteration:
+                    return
+                yield resp
+                nxt = asyncio.ensure_future(feed.__anext__())
+        finally:
+            nxt.cancel()
+            await asyncio.gather(nxt, return_exceptions=True)
+            await feed.aclose()
 
     # -- TSO: batched to the leader -------------------------------------------------------
     async def Tso(self, request_iterator: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
