@@ -21,10 +21,12 @@ log = logging.getLogger("kubepd.sidecar")
 FORWARD_TIMEOUT_S = 5.0
 
 
-async def _one_then_wait(req: Any) -> AsyncIterator[Any]:
-    """A request stream that sends one message and stays open."""
+async def _one_then_wait(req: Any, done: asyncio.Event) -> AsyncIterator[Any]:
+    """A request stream that sends one message and stays open until `done`. Cancelling
+    a call that has already ended leaves gRPC's task reading this stream waiting, so the
+    reader ends it itself."""
     yield req
-    await asyncio.Event().wait()
+    await done.wait()
 
 
 def url_of(identity: str) -> str:
@@ -107,6 +109,8 @@ class LeaderLink:
             try:
                 stub = self.current()
                 if call is None or call_addr != self._address:
+                    if call is not None:
+                        call.cancel()
                     call, call_addr = stub.Tso(), self._address
                 await call.write(
                     pdpb_pb2.TsoRequest(
@@ -127,6 +131,8 @@ class LeaderLink:
                             Timestamp(end >> LOGICAL_BITS, end & ((1 << LOGICAL_BITS) - 1))
                         )
             except (grpc.aio.AioRpcError, NotLeader, TimeoutError) as e:
+                if call is not None:
+                    call.cancel()
                 call = None
                 err = e if isinstance(e, NotLeader) else NotLeader(f"tso forwarding failed: {e}")
                 for _, fut in batch:
@@ -148,13 +154,15 @@ class LeaderLink:
             if not is_follower():
                 await asyncio.sleep(0.5)
                 continue
+            call = None
+            done = asyncio.Event()
             try:
                 stub = self.current()
                 req = pdpb_pb2.SyncRegionRequest(
                     header=pdpb_pb2.RequestHeader(cluster_id=self._cluster_id()), member=member
                 )
-
-                async for resp in stub.SyncRegions(_one_then_wait(req)):
+                call = stub.SyncRegions(_one_then_wait(req, done))
+                async for resp in call:
                     if not resp.regions and caught_up is not None:
                         caught_up()
                     for i, meta in enumerate(resp.regions):
@@ -176,6 +184,10 @@ class LeaderLink:
                         break
             except (grpc.aio.AioRpcError, NotLeader, PdError) as e:
                 log.debug("region sync interrupted: %s", e)
+            finally:
+                done.set()
+                if call is not None:
+                    call.cancel()
             await asyncio.sleep(0.5)
 
     async def close(self) -> None:

@@ -194,6 +194,7 @@ class SidecarService(PdService):
                 yield item
 
         async def relay() -> None:
+            call = None
             try:
                 call = self.link.current().RegionHeartbeat(
                     upstream_requests(), metadata=((VIA_HEADER, self.pod),)
@@ -202,6 +203,9 @@ class SidecarService(PdService):
                     out.put_nowait(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
                 log.info("upstream heartbeat stream ended: %s", e)
+            finally:
+                if call is not None:  # also stops its task that reads upstream_requests()
+                    call.cancel()
             out.put_nowait(end)
 
         async def read() -> None:
