@@ -45,12 +45,6 @@ async def mark_ready(kube: KubeClient, ns: str, pod: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 6): in about half of full-suite runs the last pod's leader eviction "
-    "stalls for the whole timeout right after the pd-leader's own pod restarts; cause not "
-    "found yet. It still runs and reports XPASS when it holds.",
-)
 async def test_rolling_upgrade_evicts_leaders_before_each_pod(
     kube_cluster: KubeCluster, operator: str, kube: KubeClient, tmp_path: Path
 ) -> None:
