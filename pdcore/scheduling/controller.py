@@ -4,8 +4,10 @@ re-sends, times out, cancels, and remembers what happened."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from pdcore.domain.commands import RegionCommand
@@ -57,7 +59,10 @@ def kind_limit(cfg: ScheduleConfig, kind: OpKind) -> int | None:
     return None
 
 
+@functools.cache
 def primary_kind(kind: OpKind) -> OpKind:
+    # Memoized: IntFlag arithmetic is slow, and admission counts running operators by
+    # kind for every candidate (this loop was most of the demo's CPU).
     for k in OpKind:
         if kind & k:
             return k
@@ -85,11 +90,17 @@ class OperatorController:
         self.history: deque[Operator] = deque(maxlen=HISTORY)
         self._ids = itertools.count(1)
         self.counters: dict[str, int] = {}
+        # Per-kind counts and influence sums of `running`, kept as operators come and go
+        # (admission and every scheduler read them; summing each time cost most of the
+        # demo's CPU). `_tracked` is what they describe; see _refresh.
+        self._tracked: dict[int, Operator] = {}
+        self._influence: dict[int, StoreInfluence] = {}
+        self._kinds: Counter[OpKind] = Counter()
 
     # -- queries --------------------------------------------------------------
     def count(self, kind: OpKind) -> int:
-        want = primary_kind(kind)
-        return sum(1 for op in self.running.values() if primary_kind(op.kind) == want)
+        self._refresh()
+        return self._kinds.get(primary_kind(kind), 0)
 
     def allowed(self, kind: OpKind) -> bool:
         limit = kind_limit(self.view.config.schedule, kind)
@@ -105,17 +116,35 @@ class OperatorController:
         return None
 
     def influence(self) -> dict[int, StoreInfluence]:
-        total: dict[int, StoreInfluence] = {}
-        for op in self.running.values():
-            for store, inf in op.influence.items():
-                t = total.setdefault(store, StoreInfluence())
-                t.region_size += inf.region_size
-                t.region_count += inf.region_count
-                t.leader_size += inf.leader_size
-                t.leader_count += inf.leader_count
-                t.add_peer += inf.add_peer
-                t.remove_peer += inf.remove_peer
-        return total
+        """What the running operators will change on each store: a fresh copy callers
+        may change."""
+        self._refresh()
+        return {sid: dataclasses.replace(inf) for sid, inf in self._influence.items()}
+
+    def _refresh(self) -> None:
+        """Rebuild the sums if `running` was changed behind the controller's back (the
+        comparison is by identity first, so it is cheap when nothing was)."""
+        if self.running != self._tracked:
+            self._tracked, self._influence, self._kinds = {}, {}, Counter()
+            for op in self.running.values():
+                self._track(op)
+
+    def _track(self, op: Operator, sign: int = 1) -> None:
+        if sign > 0:
+            self._tracked[op.region_id] = op
+        elif self._tracked.get(op.region_id) is op:
+            del self._tracked[op.region_id]
+        else:
+            return
+        self._kinds[primary_kind(op.kind)] += sign
+        for store, inf in op.influence.items():
+            t = self._influence.setdefault(store, StoreInfluence())
+            t.region_size += sign * inf.region_size
+            t.region_count += sign * inf.region_count
+            t.leader_size += sign * inf.leader_size
+            t.leader_count += sign * inf.leader_count
+            t.add_peer += sign * inf.add_peer
+            t.remove_peer += sign * inf.remove_peer
 
     def _count(self, event: str, op: Operator) -> None:
         key = f"{op.desc}:{event}"
@@ -177,6 +206,7 @@ class OperatorController:
         op.created_at = now
         op.step_started_at = now
         self.running[op.region_id] = op
+        self._track(op)
         self._count("create", op)
         return None
 
@@ -188,6 +218,7 @@ class OperatorController:
         return op
 
     def _retire(self, op: Operator) -> None:
+        self._track(op, -1)
         self.history.append(op)
         self._count(op.status.value, op)
 

@@ -182,3 +182,50 @@ def test_operator_to_a_store_that_can_no_longer_take_it_is_cancelled(
         assert 1 not in ctrl.running  # the checkers may schedule the region again
     else:
         assert op.status == OpStatus.STARTED
+
+
+def test_counts_and_influence_follow_the_running_operators() -> None:
+    """The controller keeps per-kind counts and influence sums as operators come and go;
+    they must always equal a fresh sum over `running`, also after a direct change."""
+    c = cluster(
+        [store(i) for i in (1, 2, 3, 4)],
+        [region(i, [1, 2, 3]) for i in range(1, 9)],
+        store_limit_add_peer=1000.0,
+        store_limit_remove_peer=1000.0,
+    )
+    ctrl = OperatorController(c)
+
+    def fresh() -> dict[int, tuple[int, ...]]:
+        out: dict[int, list[int]] = {}
+        for op in ctrl.running.values():
+            for sid, inf in op.influence.items():
+                t = out.setdefault(sid, [0] * 4)
+                for i, v in enumerate(
+                    (inf.region_size, inf.region_count, inf.leader_count, inf.add_peer)
+                ):
+                    t[i] += v
+        return {s: tuple(v) for s, v in out.items() if any(v)}
+
+    def cached() -> dict[int, tuple[int, ...]]:
+        got = ctrl.influence()
+        return {
+            s: (i.region_size, i.region_count, i.leader_count, i.add_peer)
+            for s, i in got.items()
+            if (i.region_size, i.region_count, i.leader_count, i.add_peer) != (0, 0, 0, 0)
+        }
+
+    for i in range(1, 5):
+        assert ctrl.add(transfer_leader(c.tree.get(i), 2, "t"), NOW) is None  # type: ignore[arg-type]
+    for i in range(5, 9):
+        op = move_peer(c.tree.get(i), 3, 4, 1000 + i, "m")  # type: ignore[arg-type]
+        assert ctrl.add(op, NOW) is None
+    assert cached() == fresh() and cached()[4][3] == 4
+    assert ctrl.count(OpKind.LEADER) == 4 and ctrl.count(OpKind.REGION) == 4
+    ctrl.cancel(5, NOW, "test")
+    ctrl.cancel(1, NOW, "test")
+    assert cached() == fresh() and cached()[4][3] == 3
+    assert ctrl.count(OpKind.LEADER) == 3 and ctrl.count(OpKind.REGION) == 3
+    ctrl.influence()[4].add_peer += 100  # callers get a copy
+    assert cached()[4][3] == 3
+    del ctrl.running[6]  # behind the controller's back: rebuilt on the next read
+    assert cached() == fresh() and ctrl.count(OpKind.REGION) == 2
