@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
+CAMPAIGN_GRACE = 2.0  # lease durations a restarted, unsynced sidecar waits before campaigning
 
 
 @dataclass
@@ -78,9 +80,26 @@ class SidecarServer:
         self._tasks: list[asyncio.Task[None]] = []
         self.client_address = ""
         self.watched_config: ClusterConfig | None = None
+        self.synced_once = False  # the region cache has caught up with a pd-leader
+        self._started_at = time.monotonic()
 
     def is_leader(self) -> bool:
         return self.ready and self.leader_lease.is_held()
+
+    def may_lead(self) -> bool:
+        """Campaign for pd-leader only with regions to serve: PD loads them from its
+        storage, a sidecar has its cache. A restarted pod waits until it has synced,
+        unless the cluster is new, or nobody it could sync from appeared within
+        CAMPAIGN_GRACE leases (every pod restarted at once)."""
+        if self.synced_once or not self.node.is_bootstrapped or len(self.node.tree):
+            return True
+        waited = time.monotonic() - self._started_at
+        return waited >= CAMPAIGN_GRACE * self.opts.lease_duration_s
+
+    def _caught_up(self) -> None:
+        if not self.synced_once:
+            log.info("region cache in sync", extra={"regions": len(self.node.tree)})
+        self.synced_once = True
 
     async def start(self) -> None:
         o = self.opts
@@ -168,7 +187,7 @@ class SidecarServer:
         shost, sport = host_port(o.status_addr)
         await web.TCPSite(self._http, shost, sport).start()
         await self._grpc.start()
-        self.leader_lease.start()
+        self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
         self.scheduling.start()
         self.directory.follow()
@@ -225,7 +244,9 @@ class SidecarServer:
         )
         self._tasks = [
             loop.create_task(
-                self.link.sync_regions(self._apply_synced, member_pb, lambda: not self.is_leader())
+                self.link.sync_regions(
+                    self._apply_synced, member_pb, lambda: not self.is_leader(), self._caught_up
+                )
             ),
             loop.create_task(self._refresh_follower()),
             loop.create_task(self._follow_rules()),

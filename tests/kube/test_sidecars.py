@@ -23,7 +23,16 @@ from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
 from tests.conformance.gobuild import build_pdclient
-from tests.support.sidecars import Pods, Sidecar, create_tikv_cluster, go, run_fleet, wait_leader
+from tests.support.sidecars import (
+    Pods,
+    Sidecar,
+    answers,
+    create_tikv_cluster,
+    go,
+    run_fleet,
+    serves_tso,
+    wait_leader,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -121,6 +130,39 @@ async def test_only_the_pd_leader_feeds_region_caches(
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(drain(), 10)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+
+
+async def test_a_restarted_pd_leader_syncs_before_it_campaigns(
+    pods: Pods, kube: KubeClient, fleet_on: Fleet
+) -> None:
+    """The pd-leader's pod restarts while the others cannot campaign (paused): its new
+    sidecar has an empty region cache, so it must not take the lapsed Lease — until a
+    synced sidecar leads and it has synced from that one."""
+    fleet = fleet_on
+    await fleet.bootstrap(zones(3), round_robin(30, 3), size_mib=16)
+    await run_fleet(fleet, 2.0)
+    leader = await wait_leader(kube, pods)
+    others = [sc for sc in pods.sidecars if sc is not leader]
+    for sc in others:
+        assert sc.proc is not None
+        os.killpg(sc.proc.pid, signal.SIGSTOP)
+    try:
+        pods.kill9(leader)
+        pods.start(leader)
+        await asyncio.sleep(4.0)  # the old Lease (2 s) has lapsed; nobody synced can take it
+        assert await answers(leader), "the restarted sidecar does not answer"
+        assert not await serves_tso(leader), "an unsynced sidecar took the pd-leader role"
+    finally:
+        for sc in others:
+            assert sc.proc is not None
+            os.killpg(sc.proc.pid, signal.SIGCONT)
+    rest = Pods(pods.cluster, pods.namespace, pods.name, pods.workdir)
+    rest.sidecars = others
+    await wait_leader(kube, rest)
+    deadline = time.monotonic() + 10
+    while "region cache in sync" not in leader.log.read_text():
+        assert time.monotonic() < deadline, "the restarted sidecar never synced"
+        await asyncio.sleep(0.2)
 
 
 async def test_failover_under_tso_load(pods: Pods, kube: KubeClient, tmp_path: Path) -> None:
