@@ -125,6 +125,11 @@ class Region:
         return tuple(p for p in self.peers if p.is_learner)
 
     @property
+    def in_joint_state(self) -> bool:
+        """A joint membership change has been entered and not yet left."""
+        return any(p.role in (PeerRole.INCOMING_VOTER, PeerRole.DEMOTING_VOTER) for p in self.peers)
+
+    @property
     def followers(self) -> tuple[Peer, ...]:
         lid = self.leader.id if self.leader is not None else 0
         return tuple(p for p in self.peers if p.id != lid and p.is_voter)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pdcore.domain.config import ClusterConfig
-from pdcore.domain.region import Peer, PeerRole, Region
+from pdcore.domain.region import Peer, Region
 from pdcore.domain.store import Store
 from pdcore.scheduling import filters
 from pdcore.scheduling.cluster import ClusterView
@@ -92,9 +92,7 @@ class JointStateChecker:
     name = "joint-state-checker"
 
     def check(self, region: Region) -> tuple[Operator | None, str]:
-        if not any(
-            p.role in (PeerRole.INCOMING_VOTER, PeerRole.DEMOTING_VOTER) for p in region.peers
-        ):
+        if not region.in_joint_state:
             return None, ""
         if region.leader is None:
             return None, "region in a joint state has no leader"
@@ -111,7 +109,7 @@ class RuleChecker:
         """One repair for `region`, or None with the reason nothing is needed/possible."""
         if region.leader is None:
             return None, "region has no leader"
-        if any(p.role.value in (2, 3) for p in region.peers):
+        if region.in_joint_state:
             return None, "region is in a joint state"
         stores = _stores(ctx.view)
         cfg = ctx.view.config.schedule

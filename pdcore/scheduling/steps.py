@@ -165,7 +165,7 @@ class JointLeaveStep:
     slow = False
 
     def is_finished(self, region: Region) -> bool:
-        if any(p.role in (PeerRole.INCOMING_VOTER, PeerRole.DEMOTING_VOTER) for p in region.peers):
+        if region.in_joint_state:
             return False
         return all(
             (got := region.peer_on(p.store_id)) is not None and got.role == PeerRole.VOTER
