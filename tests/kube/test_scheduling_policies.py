@@ -151,6 +151,20 @@ async def host_without_balancers(fleet: Fleet, status_port: int) -> None:
             await run_fleet(fleet, 0.2)
 
 
+async def deleted_stops_balancing(
+    kube: KubeClient, pol: Policies, fleet: Fleet, status_port: int
+) -> None:
+    """Delete the "balance" policy, skew the leaders again: none move back, and the
+    policy makes no more operators."""
+    await kube.delete(pol.path("balance"))
+    await run_fleet(fleet, 2.0)
+    made = operators_by(status_port, "balance")
+    skew(fleet, 3)
+    await run_fleet(fleet, 5.0)
+    assert max(leaders(fleet)) >= 40, leaders(fleet)
+    assert operators_by(status_port, "balance") == made
+
+
 def operators_by(status_port: int, policy: str) -> int:
     done = http_json(status_port, "/operators?history=true&limit=100000")
     running = http_json(status_port, "/operators")
@@ -230,13 +244,7 @@ async def test_a_policy_is_loaded_replaced_and_removed_live(
     await balanced_within(fleet, 6, 60, lambda: pol.status("balance"))
 
     # Deleted: unloaded, nothing moves the leaders back any more.
-    await kube.delete(pol.path("balance"))
-    await run_fleet(fleet, 2.0)
-    made = operators_by(skewed.status_port, "balance")
-    skew(fleet, 3)
-    await run_fleet(fleet, 5.0)
-    assert max(leaders(fleet)) >= 40, leaders(fleet)
-    assert operators_by(skewed.status_port, "balance") == made
+    await deleted_stops_balancing(kube, pol, fleet, skewed.status_port)
 
 
 @pytest.fixture
@@ -526,13 +534,7 @@ async def test_store_scoped_policies_run_in_each_sidecar_and_propose_to_the_hold
     assert operators_by(skewed.status_port, "balance") >= 20
 
     # Deleted: nothing moves the leaders back any more.
-    await kube.delete(pol.path("balance"))
-    await run_fleet(fleet, 2.0)
-    made = operators_by(skewed.status_port, "balance")
-    skew(fleet, 3)
-    await run_fleet(fleet, 5.0)
-    assert max(leaders(fleet)) >= 40, leaders(fleet)
-    assert operators_by(skewed.status_port, "balance") == made
+    await deleted_stops_balancing(kube, pol, fleet, skewed.status_port)
 
 
 async def test_propose_is_arbitrated_by_the_holder_only(

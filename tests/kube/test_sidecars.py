@@ -117,9 +117,7 @@ async def test_only_the_pd_leader_feeds_region_caches(
         assert leader.proc is not None
         os.killpg(leader.proc.pid, signal.SIGSTOP)  # its Lease lapses; another takes it
         try:
-            others = Pods(pods.cluster, pods.namespace, pods.name, pods.workdir)
-            others.sidecars = [sc for sc in pods.sidecars if sc is not leader]
-            await wait_leader(kube, others)
+            await wait_leader(kube, pods, among=[sc for sc in pods.sidecars if sc is not leader])
         finally:
             os.killpg(leader.proc.pid, signal.SIGCONT)
 
@@ -156,9 +154,7 @@ async def test_a_restarted_pd_leader_syncs_before_it_campaigns(
         for sc in others:
             assert sc.proc is not None
             os.killpg(sc.proc.pid, signal.SIGCONT)
-    rest = Pods(pods.cluster, pods.namespace, pods.name, pods.workdir)
-    rest.sidecars = others
-    await wait_leader(kube, rest)
+    await wait_leader(kube, pods, among=others)
     deadline = time.monotonic() + 10
     while "region cache in sync" not in leader.log.read_text():
         assert time.monotonic() < deadline, "the restarted sidecar never synced"

@@ -128,11 +128,14 @@ def pods(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[
             p.kill9(sc)
 
 
-async def wait_leader(kube: KubeClient, pods: Pods, timeout: float = 20.0) -> Sidecar:
+async def wait_leader(
+    kube: KubeClient, pods: Pods, timeout: float = 20.0, among: list[Sidecar] | None = None
+) -> Sidecar:
+    """The sidecar holding the pd-leader Lease and serving TSO (one of `among`, if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         h = await holder(kube, pods.namespace, pods.name)
-        for sc in pods.sidecars:
+        for sc in pods.sidecars if among is None else among:
             alive = sc.proc is not None and sc.proc.poll() is None
             if h.startswith(sc.pod + "@") and alive and await serves_tso(sc):
                 return sc
