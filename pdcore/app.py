@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
+from pdcore.adapters.inproc import InProcessServer
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
@@ -39,25 +41,33 @@ class ServerOptions:
     advertise_client_urls: list[str] | None = None
     status_addr: str = "127.0.0.1:2381"
     clock: Clock = field(default_factory=SystemClock)
-    sched_clock: Clock | None = None
     config: ClusterConfig = field(default_factory=ClusterConfig)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     tso_save_interval_ms: int = 3000
     enable_scheduling: bool = True
+    # False: no sockets; clients reach `PdServer.inproc` (the simulator on virtual time).
+    listen: bool = True
+    # Seeds every random choice PD makes (cluster id, scheduling); None: from the OS.
+    seed: int | None = None
+    schedule_tick_s: float | None = None  # None: the scheduling service's default
+    interceptors: list[Any] = field(default_factory=list)  # grpc.aio.ServerInterceptor
 
 
 class PdServer:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, memory: MemoryStore | None = None) -> None:
+        # `memory`: the in-memory store to use when there is no data dir (kept across a
+        # simulated restart).
         self.options = options
         self.store: MetaStore
         self.region_storage: RegionStorage
         if options.data_dir is None:
-            mem = MemoryStore()
+            mem = memory or MemoryStore()
             self.store, self.region_storage = mem, mem
         else:
             local = LocalStore(options.data_dir)
             self.store, self.region_storage = local, local
         self._grpc: grpc.aio.Server | None = None
+        self.inproc: InProcessServer | None = None
         self._http: web.AppRunner | None = None
         self.client_address = ""
         self.status_address = ""
@@ -66,15 +76,20 @@ class PdServer:
         self.policies: Any = None
         self.wasm_host: Any = None
 
-    async def start(self) -> None:
+    def _rng(self, stream: int) -> random.Random | None:
+        seed = self.options.seed
+        return None if seed is None else random.Random(seed * 1_000_003 + stream)
+
+    def _listen_grpc(self) -> None:
         opts = self.options
         host, port = host_port(opts.client_urls[0])
         self._grpc = grpc.aio.server(
+            interceptors=opts.interceptors or None,
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
                 ("grpc.max_send_message_length", opts.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         try:
             bound = self._grpc.add_insecure_port(f"{host}:{port}")
@@ -83,6 +98,15 @@ class PdServer:
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
         self.client_address = f"{host}:{bound}"
+
+    async def start(self) -> None:
+        opts = self.options
+        if opts.listen:
+            self._listen_grpc()
+            _, port = host_port(opts.client_urls[0])
+        else:
+            self.inproc, port = InProcessServer(), 0
+            self.client_address = "inproc:" + opts.name
         advertise = opts.advertise_client_urls or [f"http://{self.client_address}"]
         if opts.advertise_client_urls and port == 0:
             advertise = [f"http://{self.client_address}"]
@@ -95,22 +119,24 @@ class PdServer:
             meta=self.store,
             region_storage=self.region_storage,
             clock=opts.clock,
-            sched_clock=opts.sched_clock or opts.clock,
             member=member,
             config=opts.config,
             tso_save_interval_ms=opts.tso_save_interval_ms,
+            rng=self._rng(0),
         )
         self.node = node
         await node.start()
         if opts.enable_scheduling:
             self._start_scheduling(node)
-        pdpb_pb2_grpc.add_PDServicer_to_server(PdService(node), self._grpc)
-        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
-            MetaStorageService(node), self._grpc
-        )
+        target: Any = self._grpc if self._grpc is not None else self.inproc
+        pdpb_pb2_grpc.add_PDServicer_to_server(PdService(node), target)
+        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(MetaStorageService(node), target)
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         self._attach_scheduling_routes(app, node)
+        if self._grpc is None:
+            log.info("kubepd serving in process", extra={"cluster_id": node.cluster_id})
+            return
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(opts.status_addr)
@@ -136,7 +162,12 @@ class PdServer:
         except ImportError:  # the engine is optional until it is built
             log.warning("scheduling engine not available; serving without scheduling")
             return
-        service = module.SchedulingService(node, node.streams, node.sched_clock, node.config)
+        extra: dict[str, Any] = {}
+        if self.options.schedule_tick_s is not None:
+            extra["tick_s"] = self.options.schedule_tick_s
+        service = module.SchedulingService(
+            node, node.streams, node.clock, node.config, rng=self._rng(1), **extra
+        )
         node.scheduling = service
         service.start()
 
@@ -164,6 +195,8 @@ class PdServer:
             self.wasm_host.close()
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
+        if self.inproc is not None:
+            self.inproc.stop()
         if self._http is not None:
             await self._http.cleanup()
         if self.node is not None:

@@ -6,7 +6,7 @@ tests) so the core is tested without sockets, files or Kubernetes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,13 +18,28 @@ from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
 class Clock(Protocol):
+    """Time, and waiting for it. Loops outside the pure core sleep through their clock,
+    so the simulator can run them on virtual time (pdcore.adapters.clock)."""
+
     def now_s(self) -> float:
         """Wall-clock seconds since the epoch."""
         ...
 
     def monotonic_s(self) -> float:
         """Seconds from an arbitrary start; never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of this clock's time."""
+        ...
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> Timer:
+        """Call `fn` once, `delay_s` of this clock's seconds from now."""
         ...
 
 

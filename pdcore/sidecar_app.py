@@ -301,7 +301,7 @@ class SidecarServer:
             if not self.is_leader():
                 continue
             max_down = self.node.config.schedule.max_store_down_time_s
-            now = self.node.sched_clock.now_s()
+            now = self.node.clock.now_s()
             for sid, obj in list(self.directory.objects.items()):
                 store = self.node.get_store(sid)
                 if store is None or store.is_tombstone:

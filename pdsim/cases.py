@@ -167,7 +167,6 @@ def region_split() -> Case:
         size_mib=1,
         prepare=prepare,
         settle_s=60.0,
-        speed=120.0,
     )
 
 
@@ -369,7 +368,6 @@ def import_data() -> Case:
         size_mib=32,
         prepare=prepare,
         settle_s=300.0,
-        speed=120.0,
         schedule={"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0},
     )
 

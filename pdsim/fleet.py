@@ -1,27 +1,29 @@
 """The simulated fleet: stores that register with PD, heartbeat, and execute the
-commands PD pushes on their region-heartbeat streams, over real gRPC.
+commands PD pushes on their region-heartbeat streams, over gRPC (real, or in process).
 
 Costs: an added learner needs a snapshot that takes size / io-rate seconds, with at most
-2 sends per leader store and 4 receives per store at a time; other steps apply in one
-tick. Time is a ScaledClock shared with PD.
+2 sends per leader store and 4 receives per store at a time; other steps apply after
+`STEP_DELAY_S`. Time is the `Clock` port shared with PD: virtual time in the simulator
+and the demo, so that outcomes do not depend on how fast the machine is.
+
+A store's heartbeats wait in a bounded outbox: a newer heartbeat of the same region
+replaces one not yet sent, as TiKV keeps only the latest state of a region to report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
-import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aiohttp
 import grpc
 
 from pdcore.adapters import codec
-from pdcore.adapters.clock import ScaledClock
 from pdcore.domain.commands import (
     ChangePeer,
     ChangePeerV2,
@@ -32,15 +34,83 @@ from pdcore.domain.commands import (
     TransferLeader,
 )
 from pdcore.domain.region import Peer, PeerRole
+from pdcore.ports import Clock
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
+from pdsim.faults import Faults, NoFaults
 from pdsim.model import MIB, SimRegion
 
 log = logging.getLogger("kubepd.sim")
 
 GIB = 1 << 30
-STEP_DELAY_S = 0.1  # sim seconds for a raft admin command to apply
-RECONNECT_S = 0.3  # wall seconds before a store reopens a heartbeat stream PD ended
-STORE_HB_TIMEOUT_S = 3.0  # wall seconds; like TiKV, a slow PD must not stall the store
+STEP_DELAY_S = 0.1  # seconds for a raft admin command to apply
+RECONNECT_S = 0.3  # seconds before a store reopens a heartbeat stream PD ended
+STORE_HB_TIMEOUT_S = 3.0  # like TiKV, a slow PD must not stall the store
+RETRY_S = 0.2  # between PutStore attempts while PD has no leader
+
+
+class Control(Protocol):
+    """What a person does to PD besides the fleet's own RPCs (pd-ctl, the HTTP API)."""
+
+    async def take_offline(self, store_id: int) -> None: ...
+
+    async def tombstones(self) -> list[int]: ...
+
+
+class HttpControl:
+    """Control through PD's HTTP API at its status address."""
+
+    def __init__(self, status_address: str) -> None:
+        self.status_address = status_address
+
+    async def take_offline(self, store_id: int) -> None:
+        url = f"http://{self.status_address}/pd/api/v1/store/{store_id}"
+        async with aiohttp.ClientSession() as http, http.delete(url) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"taking store {store_id} offline failed: {await resp.text()}")
+
+    async def tombstones(self) -> list[int]:
+        url = f"http://{self.status_address}/pd/api/v1/stores?state=2"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            data = await resp.json()
+        return [int(item["store"]["id"]) for item in data.get("stores", [])]
+
+
+def grpc_channel(address: str) -> Any:
+    return grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
+
+
+class Outbox:
+    """A store's heartbeats not yet sent, at most one per region (the newest)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, pdpb_pb2.RegionHeartbeatRequest] = {}
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, region_id: int, req: pdpb_pb2.RegionHeartbeatRequest) -> None:
+        self._pending.pop(region_id, None)  # re-queued at the back, as a fresh report
+        self._pending[region_id] = req
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def get(self) -> pdpb_pb2.RegionHeartbeatRequest | None:
+        while not self._pending:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        if self._closed:
+            return None
+        region_id = next(iter(self._pending))
+        return self._pending.pop(region_id)
 
 
 @dataclass
@@ -65,10 +135,9 @@ class SimStore:
     down_since: float = 0.0
     sending: int = 0
     receiving: int = 0
-    call: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
-    outbox: asyncio.Queue[pdpb_pb2.RegionHeartbeatRequest | None] = field(
-        default_factory=asyncio.Queue
-    )
+    call: Any = None  # the open RegionHeartbeat call
+    outbox: Outbox = field(default_factory=Outbox)
+    snap_slowdown: float = 1.0  # a store with a slow disk or network (fault schedules)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     hb_cursor: int = 0
     extra_used: int = 0
@@ -81,6 +150,9 @@ class FleetStats:
     applied: dict[str, int] = field(default_factory=dict)
     heartbeat_errors: int = 0
     heartbeats: int = 0
+    dropped_heartbeats: int = 0
+    dropped_commands: int = 0
+    refused_transfers: int = 0
     snapshots: int = 0
     splits: int = 0
     merges: int = 0
@@ -95,31 +167,36 @@ class Fleet:
         self,
         pd_address: str,
         status_address: str,
-        clock: ScaledClock,
+        clock: Clock,
         config: FleetConfig | None = None,
         seed: int = 1,
         store_addresses: list[str] | None = None,
+        connect: Callable[[str], Any] = grpc_channel,
+        control: Control | None = None,
+        faults: Faults | None = None,
     ) -> None:
         # With sidecars, store i talks to store_addresses[i % n], as a TiKV talks to the
-        # PD in its own pod.
+        # PD in its own pod. `connect` makes a channel for an address (real gRPC, or an
+        # in-process channel); `control` is what pd-ctl would do.
         self.store_addresses = store_addresses or []
         self._stubs: dict[str, pdpb_pb2_grpc.PDStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: list[Any] = []
+        self._connect = connect
         self.pd_address = pd_address
         self.status_address = status_address
+        self.control = control or HttpControl(status_address)
+        self.faults: Faults = faults or NoFaults()
         self.clock = clock
         self.cfg = config or FleetConfig()
         self.rng = random.Random(seed)
-        self.channel = grpc.aio.insecure_channel(
-            pd_address, options=[("grpc.max_receive_message_length", 64 << 20)]
-        )
+        self.channel = connect(pd_address)
         self.stub = pdpb_pb2_grpc.PDStub(self.channel)
         self.cluster_id = 0
         self.stores: dict[int, SimStore] = {}
         self.regions: dict[int, SimRegion] = {}
         self.stats = FleetStats()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
+        # Told of every id PD hands out and what it names (the swarm's id-reuse check).
+        self.on_id: Callable[[int, str], None] | None = None
         self._waiting_snaps: list[tuple[SimRegion, Peer]] = []
         self._last_store_hb = -1e18
         self._last_region_hb = 0.0
@@ -137,7 +214,7 @@ class Fleet:
         index = sorted(self.stores).index(store_id) if store_id in self.stores else 0
         address = self.store_addresses[index % len(self.store_addresses)]
         if address not in self._stubs:
-            ch = grpc.aio.insecure_channel(address)
+            ch = self._connect(address)
             self._channels.append(ch)
             self._stubs[address] = pdpb_pb2_grpc.PDStub(ch)
         return self._stubs[address]
@@ -149,13 +226,26 @@ class Fleet:
         return self.clock.monotonic_s()
 
     def at(self, delay_s: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (self.now() + delay_s, next(self._seq), fn))
+        """Run `fn` after `delay_s` seconds of the fleet's clock (unless closed by then)."""
+
+        def fire() -> None:
+            if self._running:
+                fn()
+
+        self.clock.call_later(delay_s, fire)
 
     async def alloc_ids(self, count: int) -> list[int]:
         resp = await self.stub.AllocID(pdpb_pb2.AllocIDRequest(header=self.header(), count=count))
         if resp.header.HasField("error"):
             raise RuntimeError(resp.header.error.message)
-        return list(range(resp.id - count + 1, resp.id + 1))
+        ids = list(range(resp.id - count + 1, resp.id + 1))
+        for i in ids:
+            self._claim(i, "AllocID")
+        return ids
+
+    def _claim(self, id_: int, what: str) -> None:
+        if self.on_id is not None:
+            self.on_id(id_, what)
 
     # -- start-up: what TiKV does ---------------------------------------------------------
     async def bootstrap(
@@ -237,16 +327,16 @@ class Fleet:
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == 49:
                     raise
-                await asyncio.sleep(0.2)
+                await self.clock.sleep(RETRY_S)
         if resp.header.HasField("error"):
             raise RuntimeError(f"PutStore({s.id}): {resp.header.error.message}")
 
     def _open_stream(self, s: SimStore) -> None:
-        s.outbox = asyncio.Queue()
+        s.outbox = outbox = Outbox()
 
         async def requests() -> AsyncIterator[pdpb_pb2.RegionHeartbeatRequest]:
             while True:
-                item = await s.outbox.get()
+                item = await outbox.get()
                 if item is None:
                     return
                 yield item
@@ -265,15 +355,18 @@ class Fleet:
                 cmd = codec.command_from_pb(resp)
                 if cmd is not None:
                     self.stats.commands += 1
+                    if self.faults.drop_command(cmd.region_id):
+                        self.stats.dropped_commands += 1
+                        continue
                     self.on_command(s, cmd)
         except asyncio.CancelledError:
             return  # closed on purpose
         except grpc.aio.AioRpcError:
             pass
         # PD ended the stream (a failover, a restart): reconnect, as TiKV does.
-        await asyncio.sleep(RECONNECT_S)
+        await self.clock.sleep(RECONNECT_S)
         if self._running and s.up and s.call is call:
-            s.outbox.put_nowait(None)
+            s.outbox.close()
             self.stats.reconnects += 1
             self._open_stream(s)
             for r in self.regions.values():  # PD learns the leaders on the new stream
@@ -281,7 +374,7 @@ class Fleet:
                     self.heartbeat(r)
 
     def _close_stream(self, s: SimStore) -> None:
-        s.outbox.put_nowait(None)
+        s.outbox.close()
         if s.call is not None:
             s.call.cancel()
         for t in s.tasks:
@@ -292,6 +385,9 @@ class Fleet:
     def heartbeat(self, r: SimRegion, interval_s: int = 0) -> None:
         store = self.stores.get(r.leader_store)
         if store is None or not store.up or store.call is None:
+            return
+        if self.faults.drop_heartbeat(r.id):
+            self.stats.dropped_heartbeats += 1
             return
         req = pdpb_pb2.RegionHeartbeatRequest(header=self.header())
         codec.region_to_heartbeat(r.to_region(interval_s), req)
@@ -305,7 +401,7 @@ class Fleet:
         if interval_s:
             req.interval.start_timestamp = int(self.clock.now_s()) - interval_s
             req.interval.end_timestamp = int(self.clock.now_s())
-        store.outbox.put_nowait(req)
+        store.outbox.put(r.id, req)
         self.stats.heartbeats += 1
 
     async def _store_heartbeats(self) -> None:
@@ -360,11 +456,16 @@ class Fleet:
             self.stats.stale_commands += 1
             return
         body = cmd.body
+        if isinstance(body, ChangePeer) and body.change_type != ConfChangeType.REMOVE_NODE:
+            self._claim(body.peer.id, f"peer of region {r.id} on store {body.peer.store_id}")
         if isinstance(body, ChangePeer):
             self.at(STEP_DELAY_S, lambda: self._change_peer(r, body))
         elif isinstance(body, ChangePeerV2):
             self.at(STEP_DELAY_S, lambda: self._change_peer_v2(r, body))
         elif isinstance(body, TransferLeader):
+            if self.faults.refuse_transfer(r.id):
+                self.stats.refused_transfers += 1  # raft refused it (lagging target, busy)
+                return
             self.at(STEP_DELAY_S, lambda: self._transfer(r, body.peer))
         elif isinstance(body, Merge):
             self.at(STEP_DELAY_S, lambda: self._merge(r, body.target.id))
@@ -471,7 +572,8 @@ class Fleet:
                 continue
             sender.sending += 1
             receiver.receiving += 1
-            duration = max(STEP_DELAY_S, r.size_mib / self.cfg.io_rate_mib_s)
+            rate = self.cfg.io_rate_mib_s / max(sender.snap_slowdown, receiver.snap_slowdown)
+            duration = max(STEP_DELAY_S, r.size_mib / rate)
             self.at(duration, functools.partial(self._snapshot_done, r, peer, sender, receiver))
         self._waiting_snaps = still
 
@@ -485,6 +587,13 @@ class Fleet:
             r.pending.discard(peer.id)
             self._applied(r, "snapshot")
         self._start_snapshots()
+
+    def split_soon(self, region_id: int) -> None:
+        """TiKV splits this region on its own (size, load): at its middle key."""
+        r = self.regions.get(region_id)
+        s = self.stores.get(r.leader_store) if r is not None else None
+        if r is not None and s is not None and s.up and r.id not in self._busy:
+            self._start_split(r, [])
 
     def _start_split(self, r: SimRegion, keys: list[bytes]) -> None:
         self._busy.add(r.id)
@@ -510,6 +619,9 @@ class Fleet:
             if ask.header.HasField("error") or self.regions.get(r.id) is not r:
                 return
             new_id = ask.ids[0].new_region_id
+            self._claim(new_id, f"region split from {r.id}")
+            for pid in ask.ids[0].new_peer_ids:
+                self._claim(pid, f"peer of region {new_id}")
             new_peers = [
                 Peer(pid, p.store_id, p.role)
                 for pid, p in zip(ask.ids[0].new_peer_ids, r.peers, strict=True)
@@ -547,7 +659,7 @@ class Fleet:
             self.heartbeat(r)
             for lo, hi, group in self.scatter_ranges:
                 if lo <= left.start and (not hi or (left.end and left.end <= hi)):
-                    await asyncio.sleep(0.05)  # let PD see both halves first
+                    await self.clock.sleep(0.05)  # let PD see both halves first
                     await self.stub.ScatterRegion(
                         pdpb_pb2.ScatterRegionRequest(
                             header=self.header(), regions_id=[left.id, r.id], group=group
@@ -591,19 +703,12 @@ class Fleet:
 
     async def remove_store(self, sid: int) -> None:
         """Ask PD to take the store offline, as an operator would (DELETE /store/{id})."""
-        url = f"http://{self.status_address}/pd/api/v1/store/{sid}"
-        async with aiohttp.ClientSession() as http, http.delete(url) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"taking store {sid} offline failed: {await resp.text()}")
+        await self.control.take_offline(sid)
 
     async def drop_tombstones(self) -> list[int]:
         """Stores PD buried are shut down for good."""
-        url = f"http://{self.status_address}/pd/api/v1/stores?state=2"
-        async with aiohttp.ClientSession() as http, http.get(url) as resp:
-            data = await resp.json()
         gone = []
-        for item in data.get("stores", []):
-            sid = int(item["store"]["id"])
+        for sid in await self.control.tombstones():
             s = self.stores.get(sid)
             if s is not None and not s.removed:
                 s.removed = True
@@ -614,11 +719,9 @@ class Fleet:
 
     # -- the main loop ----------------------------------------------------------------------------
     async def step(self) -> None:
-        """One tick: due timers, snapshot queue, periodic heartbeats, growth."""
+        """One tick: periodic store and region heartbeats, growth. (Step completions and
+        snapshots are timers of their own.)"""
         now = self.now()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
-            fn()
         if now - self._last_store_hb >= self.cfg.store_hb_s:
             self._last_store_hb = now
             await self._store_heartbeats()

@@ -1,21 +1,27 @@
-"""Run one scenario: an embedded kubepd (in-memory store, scaled scheduling clock), the
-simulated fleet over real gRPC, the case's events, and its success predicate."""
+"""Run one scenario: an embedded kubepd (in-memory store) and the simulated fleet on
+virtual time (`pdsim.world`), the case's events, and its success predicate.
+
+Everything is measured in simulated seconds; for a seed the in-process run repeats
+exactly, whatever else the machine is doing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from pdcore.adapters.clock import ScaledClock
-from pdcore.app import PdServer, ServerOptions
+from pdcore.adapters import virtual_loop
+from pdcore.app import PdServer
 from pdcore.domain.config import ClusterConfig, ReplicationConfig, ScheduleConfig
+from pdsim.faults import Faults, NoFaults
 from pdsim.fleet import Fleet, FleetConfig
+from pdsim.world import World, WorldOptions
 
-Event = tuple[float, Callable[[Fleet], Awaitable[None]]]
+TICK_S = 1.0  # simulated seconds between fleet ticks (store/region heartbeat pacing)
+
+Event = tuple[float, Callable[[Fleet], Awaitable[None]]]  # (simulated seconds, action)
 
 
 @dataclass
@@ -33,7 +39,6 @@ class Case:
     prepare: Callable[[Fleet], None] | None = None
     # Called with the embedded server before the fleet starts (e.g. to swap schedulers).
     prepare_server: Callable[[PdServer], None] | None = None
-    speed: float = 60.0
     settle_s: float = 20.0  # the predicate is judged only after this much sim time
     hold_s: float = 0.0  # the predicate must hold this long (stable-env)
     min_moves: Callable[[dict[str, Any], dict[str, Any]], int] | None = None
@@ -42,18 +47,22 @@ class Case:
 @dataclass
 class Result:
     case: str
+    seed: int
+    transport: str
     ok: bool
     sim_seconds: float
-    wall_seconds: float
     operators: int
     moves: int
     min_moves: int
     stores: int
     regions: int
     detail: str
+    # Not in the JSON summary: it is the one figure that depends on the machine.
+    wall_seconds: float = field(default=0.0, compare=False)
 
     def json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=False)
+        data = {k: v for k, v in self.__dict__.items() if k != "wall_seconds"}
+        return json.dumps(data, sort_keys=False)
 
 
 def distribution(fleet: Fleet) -> dict[str, Any]:
@@ -80,33 +89,54 @@ def default_min_moves(before: dict[str, Any], after: dict[str, Any]) -> int:
 Progress = Callable[[Fleet, PdServer, float, str], None]
 
 
-async def run_case(
+class Observer(Protocol):
+    """Watches a run tick by tick (the swarm: faults and safety checks)."""
+
+    async def tick(self, world: World, t: float) -> None: ...
+
+    def quiet_after(self) -> float:
+        """Simulated seconds after which no more faults come; the predicate and the case's
+        bound count from there."""
+        ...
+
+
+def world_options(
     case: Case,
-    speed: float | None = None,
     seed: int = 1,
-    progress: Progress | None = None,
+    transport: str = "inproc",
     fleet_config: FleetConfig | None = None,
-) -> Result:
-    clock = ScaledClock(speed or case.speed)
+    faults: Faults | None = None,
+) -> WorldOptions:
     sched = ScheduleConfig(
         **{**{"split_merge_interval_s": 3600.0, "max_store_down_time_s": 1800.0}, **case.schedule}
     )
-    repl = ReplicationConfig(**case.replication)
-    server = PdServer(
-        ServerOptions(
-            name=f"sim-{case.name}",
-            data_dir=None,
-            client_urls=["http://127.0.0.1:0"],
-            status_addr="127.0.0.1:0",
-            sched_clock=clock,
-            config=ClusterConfig(sched, repl),
-        )
+    return WorldOptions(
+        name=f"sim-{case.name}",
+        config=ClusterConfig(sched, ReplicationConfig(**case.replication)),
+        transport=transport,
+        seed=seed,
+        fleet=fleet_config,
+        faults=faults or NoFaults(),
     )
-    await server.start()
-    if case.prepare_server is not None:
-        case.prepare_server(server)
-    fleet = Fleet(server.client_address, server.status_address, clock, fleet_config, seed=seed)
+
+
+async def run_case(
+    case: Case,
+    seed: int = 1,
+    transport: str = "inproc",
+    progress: Progress | None = None,
+    fleet_config: FleetConfig | None = None,
+    faults: Faults | None = None,
+    observer: Observer | None = None,
+) -> Result:
+    """Run `case` on the running loop, which must be a `VirtualEventLoop`."""
+    world = World(world_options(case, seed, transport, fleet_config, faults))
     wall0 = time.monotonic()
+    fleet = await world.start()
+    assert world.server is not None
+    if case.prepare_server is not None:
+        case.prepare_server(world.server)
+    clock = world.clock
     try:
         await fleet.bootstrap(case.store_labels, case.layout, size_mib=case.size_mib)
         if case.prepare is not None:
@@ -114,16 +144,19 @@ async def run_case(
         before = distribution(fleet)
         t0 = clock.monotonic_s()
         events = sorted(case.events, key=lambda e: e[0])
+        quiet = observer.quiet_after() if observer is not None else 0.0
         ok, detail, held_since = False, "", None
         last_report = -1e9
         while True:
             await fleet.step()
-            await asyncio.sleep(fleet.cfg.tick_wall_s)
+            await clock.sleep(TICK_S)
             t = clock.monotonic_s() - t0
             while events and events[0][0] <= t:
                 _, ev = events.pop(0)
                 await ev(fleet)
-            if t >= case.settle_s and not events:
+            if observer is not None:
+                await observer.tick(world, t)
+            if t >= case.settle_s + quiet and not events:
                 good, detail = case.predicate(fleet)
                 if good:
                     held_since = t if held_since is None else held_since
@@ -134,29 +167,38 @@ async def run_case(
                     held_since = None
             if progress is not None and t - last_report >= 5.0:
                 last_report = t
-                progress(fleet, server, t, detail)
-            if t > case.bound_s:
+                assert world.server is not None
+                progress(fleet, world.server, t, detail)
+            if t > case.bound_s + quiet:
                 break
         after = distribution(fleet)
-        assert server.node is not None and server.node.scheduling is not None
-        ctrl = server.node.scheduling.coordinator.controller  # type: ignore[attr-defined]
-        operators = len(ctrl.history) + len(ctrl.running)
         moves = fleet.stats.applied.get("add-learner", 0) + fleet.stats.applied.get(
             "transfer-leader", 0
         )
         mm = (case.min_moves or default_min_moves)(before, after)
         return Result(
             case.name,
+            seed,
+            transport,
             ok,
             round(clock.monotonic_s() - t0, 1),
-            round(time.monotonic() - wall0, 1),
-            operators,
+            world.operators_created(),
             moves,
             mm,
             len([s for s in fleet.stores.values() if not s.removed]),
             len(fleet.regions),
             detail,
+            wall_seconds=round(time.monotonic() - wall0, 1),
         )
     finally:
-        await fleet.close()
-        await server.stop(0)
+        await world.close()
+
+
+def simulate(case: Case, **options: Any) -> Result:
+    """Run `case` to its end on a fresh virtual-time loop (the synchronous entry point);
+    `options` are those of `run_case`."""
+
+    async def main() -> Result:
+        return await run_case(case, **options)
+
+    return virtual_loop.run(main)

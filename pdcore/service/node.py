@@ -38,6 +38,9 @@ from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.node")
 
+# How often the TSO window is checked and, when it runs low, saved further ahead.
+TSO_KEEPER_TICK_S = 0.05
+
 INIT_CLUSTER_REGION_THRESHOLD = 100
 
 
@@ -89,7 +92,6 @@ class PdNode:
         clock: Clock,
         member: Member,
         config: ClusterConfig | None = None,
-        sched_clock: Clock | None = None,
         tso_save_interval_ms: int = DEFAULT_SAVE_INTERVAL_MS,
         id_step: int = 1000,
         region_flush_interval_s: float = 1.0,
@@ -99,7 +101,6 @@ class PdNode:
         self.meta_store = meta
         self.region_storage = region_storage
         self.clock = clock
-        self.sched_clock = sched_clock or clock
         self.member = member
         self.config = config or ClusterConfig()
         self.cluster_id = 0
@@ -230,7 +231,7 @@ class PdNode:
 
     async def _tso_keeper(self) -> None:
         while True:
-            await asyncio.sleep(0.05)
+            await self.clock.sleep(TSO_KEEPER_TICK_S)
             if not self._is_leader() or self.tso_alloc.saved_until == 0:
                 continue
             need = self.tso_alloc.window_needed(self._now_ms())
@@ -403,7 +404,7 @@ class PdNode:
         if store.is_tombstone:
             raise StoreTombstone(f"store {store_id} is tombstone")
         self.stats.store_heartbeats += 1
-        now = self.sched_clock.now_s()
+        now = self.clock.now_s()
         node_state = store.node_state
         if node_state == NodeState.PREPARING and self._ready_to_serve(store, now):
             node_state = NodeState.SERVING
@@ -495,7 +496,7 @@ class PdNode:
 
     async def _region_flusher(self) -> None:
         while True:
-            await asyncio.sleep(self._flush_interval)
+            await self.clock.sleep(self._flush_interval)
             try:
                 await self.flush_regions()
             except Exception:

@@ -26,7 +26,7 @@ from pdcore.service.scheduling import SchedulingService
 
 log = logging.getLogger("kubepd.policies")
 STRATEGIES = ("Disable", "Ignore", "Retry")
-TICK_WALL_S = 0.1
+POLICY_TICK_S = 0.1  # seconds of the scheduling clock between policy runs
 
 
 class Sandbox(Protocol):
@@ -171,7 +171,7 @@ class PolicyService:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_WALL_S)
+            await self.scheduling.clock.sleep(POLICY_TICK_S)
             if not self.active():
                 continue
             for policy in sorted(self.policies.values(), key=lambda p: -p.priority):

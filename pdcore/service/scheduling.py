@@ -26,7 +26,9 @@ from pdcore.scheduling.operator import Operator, OpStatus
 
 log = logging.getLogger("kubepd.scheduling")
 
-TICK_WALL_S = 0.05
+# Seconds of the scheduling clock between coordinator ticks (schedulers keep their
+# own intervals inside it).
+SCHEDULE_TICK_S = 0.05
 ID_POOL_LOW = 64
 ID_POOL_BATCH = 512
 BURY_EVERY_S = 10.0
@@ -65,11 +67,13 @@ class SchedulingService:
         rng: random.Random | None = None,
         active: Callable[[], bool] | None = None,
         may_bury: Callable[[], bool] | None = None,
+        tick_s: float = SCHEDULE_TICK_S,
     ) -> None:
         # `active`: whether this process holds the scheduler role right now;
         # `may_bury`: whether it writes store metadata (the pd-leader does).
         self.active = active or (lambda: True)
         self.may_bury = may_bury or self.active
+        self.tick_s = tick_s
         self.view = view
         self.sink = sink
         self.clock = clock
@@ -127,7 +131,7 @@ class SchedulingService:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(TICK_WALL_S)
+            await self.clock.sleep(self.tick_s)
             now = self.now()
             try:
                 # An offline store with no regions left becomes Tombstone, whoever schedules.

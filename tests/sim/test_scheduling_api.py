@@ -1,22 +1,25 @@
 """Schedulers and operators changed at run time through the HTTP API and the CLI, on an
-embedded kubepd driving a small simulated fleet."""
+embedded kubepd driving a small simulated fleet — on virtual time, with real gRPC and
+HTTP (the clock is held while a request is in flight)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import pytest
 
-from pdcore.adapters.clock import ScaledClock
-from pdcore.app import PdServer, ServerOptions
+from pdcore.app import PdServer
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
+from pdsim.runner import TICK_S
+from pdsim.world import World, WorldOptions
+from tests.support.virtual import held, held_http, on_virtual_time, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,45 +38,30 @@ class Env:
         return out
 
 
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    clock = ScaledClock(20.0)
-    server = PdServer(
-        ServerOptions(
-            name="api",
-            client_urls=["http://127.0.0.1:0"],
-            status_addr="127.0.0.1:0",
-            sched_clock=clock,
-        )
-    )
-    await server.start()
-    fleet = Fleet(server.client_address, server.status_address, clock)
+@contextlib.asynccontextmanager
+async def open_env() -> AsyncIterator[Env]:
+    world = World(WorldOptions(name="api", transport="grpc"))
+    fleet = await world.start()
+    server = world.server
+    assert server is not None
     await fleet.bootstrap(zones(3), round_robin(30, 3))
 
     async def loop() -> None:
         while True:
             await fleet.step()
-            await asyncio.sleep(0.02)
+            await world.clock.sleep(TICK_S)
 
     task = asyncio.get_running_loop().create_task(loop())
     try:
         yield Env(server, fleet, f"http://{server.status_address}/pd/api/v1", task)
     finally:
         task.cancel()
-        await fleet.close()
-        await server.stop(0)
+        await world.close()
 
 
-async def until(pred: object, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
-
-
-async def test_schedulers_added_paused_removed_live(env: Env) -> None:
-    async with aiohttp.ClientSession() as http:
+@on_virtual_time
+async def test_schedulers_added_paused_removed_live() -> None:
+    async with open_env() as env, held_http() as http:
         async with http.get(env.base + "/schedulers") as r:
             assert set(await r.json()) >= {"balance-leader-scheduler", "balance-region-scheduler"}
         victim = min(env.fleet.stores)
@@ -81,7 +69,7 @@ async def test_schedulers_added_paused_removed_live(env: Env) -> None:
             env.base + "/schedulers", json={"name": "evict-leader-scheduler", "store_id": victim}
         ) as r:
             assert r.status == 200, await r.text()
-        await until(lambda: env.leaders()[victim] == 0)
+        await until(lambda: env.leaders()[victim] == 0, 300)
         async with http.get(
             env.base + f"/schedulers/diagnostic/evict-leader-scheduler-{victim}"
         ) as r:
@@ -90,7 +78,7 @@ async def test_schedulers_added_paused_removed_live(env: Env) -> None:
         async with http.delete(env.base + f"/schedulers/evict-leader-scheduler-{victim}") as r:
             assert r.status == 200
         # balance-leader brings leaders back once eviction is gone.
-        await until(lambda: env.leaders()[victim] >= 2)  # PD tolerates 5 leaders of gap
+        await until(lambda: env.leaders()[victim] >= 2, 300)  # PD tolerates 5 leaders of gap
         cfg_url = env.base + "/scheduler-config/balance-hot-region-scheduler/config"
         async with http.post(cfg_url, json={"write-priorities": ["key"]}) as r:
             assert r.status == 200 and (await r.json())["write-priorities"] == ["key"]
@@ -112,25 +100,35 @@ async def test_schedulers_added_paused_removed_live(env: Env) -> None:
                 assert isinstance(await r.json(), str)
 
 
-async def test_admin_operator_moves_a_leader(env: Env) -> None:
-    region = next(iter(env.fleet.regions.values()))
-    target = next(p.store_id for p in region.peers if p.store_id != region.leader_store)
-    async with aiohttp.ClientSession() as http:
+@on_virtual_time
+async def test_admin_operator_moves_a_leader() -> None:
+    async with open_env() as env, held_http() as http:
+        region = next(iter(env.fleet.regions.values()))
+        target = next(p.store_id for p in region.peers if p.store_id != region.leader_store)
         body = {"name": "transfer-leader", "region_id": region.id, "to_store_id": target}
         async with http.post(env.base + "/operators", json=body) as r:
             assert r.status == 200, await r.text()
-        await until(lambda: region.leader_store == target)
+        await until(lambda: region.leader_store == target, 60)
         async with http.get(env.base + f"/operators/{region.id}") as r:
             op = await r.json()
         assert op["desc"] == "transfer-leader"
-        await until(lambda: env.server.node.scheduling.get_operator(region.id).status == 0)  # type: ignore[union-attr]
+        await until(lambda: env.server.node.scheduling.get_operator(region.id).status == 0, 60)  # type: ignore[union-attr]
         bad = {"name": "transfer-leader", "region_id": region.id, "to_store_id": 987654}
         async with http.post(env.base + "/operators", json=bad) as r:
             assert r.status == 400 and "known store" in await r.json()
 
 
-async def test_cli_why_explains_an_idle_scheduler(env: Env) -> None:
-    await asyncio.sleep(1.0)
+@on_virtual_time
+async def test_cli_why_explains_an_idle_scheduler() -> None:
+    async with open_env() as env:
+        await asyncio.sleep(10.0)  # simulated: the schedulers have run and found nothing
+        out, code = await held(_why(env))
+    data = json.loads(out)
+    assert code == 0 and data["scheduler"] == "balance-region-scheduler"
+    assert data["scheduled"] == 0 and "balanced" in data["summary"]
+
+
+async def _why(env: Env) -> tuple[bytes, int | None]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -144,6 +142,4 @@ async def test_cli_why_explains_an_idle_scheduler(env: Env) -> None:
         stdout=subprocess.PIPE,
     )
     out, _ = await proc.communicate()
-    data = json.loads(out)
-    assert proc.returncode == 0 and data["scheduler"] == "balance-region-scheduler"
-    assert data["scheduled"] == 0 and "balanced" in data["summary"]
+    return out, proc.returncode

@@ -1,24 +1,25 @@
 """Wasm policies added, replaced and removed on a running embedded kubepd while the
 simulator runs: effects start and stop without a restart, hostile policies are
-contained, and the Wasm balance-leader balances like the built-in one."""
+contained, and the Wasm balance-leader balances like the built-in one. On virtual time
+with real gRPC and HTTP (the clock is held while a request is in flight)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import time
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from pdcore.adapters.clock import ScaledClock
-from pdcore.app import PdServer, ServerOptions
+from pdcore.app import PdServer
 from pdsim.cases import zones
 from pdsim.fleet import Fleet
-from pdsim.runner import distribution
+from pdsim.runner import TICK_S, distribution, simulate
+from pdsim.world import World, WorldOptions
+from tests.support.virtual import HeldHttp, held_http, on_virtual_time, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,23 +34,16 @@ class Env:
         return list(distribution(self.fleet)["leaders"].values())
 
 
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    clock = ScaledClock(30.0)
-    server = PdServer(
-        ServerOptions(
-            name="wasm",
-            client_urls=["http://127.0.0.1:0"],
-            status_addr="127.0.0.1:0",
-            sched_clock=clock,
-        )
-    )
-    await server.start()
+@contextlib.asynccontextmanager
+async def open_env() -> AsyncIterator[Env]:
+    world = World(WorldOptions(name="wasm", transport="grpc"))
+    fleet = await world.start()
+    server = world.server
+    assert server is not None and server.node is not None
     # Store 4 also holds more peers than the others; balance-region would move some off
     # and their leaders with them. Only a leader policy may move leaders here.
     for name in ("balance-leader-scheduler", "balance-region-scheduler"):
         server.node.scheduling.coordinator.remove_scheduler(name)  # type: ignore[union-attr]
-    fleet = Fleet(server.client_address, server.status_address, clock)
     # 4 stores, every leader on store 4: only a leader balancer can fix it.
     layout = [(3, [3, i % 3, (i + 1) % 3]) for i in range(200)]
     await fleet.bootstrap(zones(4), layout, size_mib=1)
@@ -57,19 +51,18 @@ async def env() -> AsyncIterator[Env]:
     async def loop() -> None:
         while True:
             await fleet.step()
-            await asyncio.sleep(0.02)
+            await world.clock.sleep(TICK_S)
 
     task = asyncio.get_running_loop().create_task(loop())
     try:
         yield Env(server, fleet, f"http://{server.status_address}/pd/api/v1")
     finally:
         task.cancel()
-        await fleet.close()
-        await server.stop(0)
+        await world.close()
 
 
 async def add(
-    http: aiohttp.ClientSession, env: Env, name: str, path: Path, **extra: object
+    http: HeldHttp, env: Env, name: str, path: Path, **extra: object
 ) -> dict[str, object]:
     body = {
         "name": name,
@@ -83,24 +76,16 @@ async def add(
         return data  # type: ignore[no-any-return]
 
 
-async def status(http: aiohttp.ClientSession, env: Env, name: str) -> dict[str, object]:
+async def status(http: HeldHttp, env: Env, name: str) -> dict[str, object]:
     async with http.get(env.base + f"/policies/{name}") as r:
         return await r.json()  # type: ignore[no-any-return]
 
 
-async def until(pred: object, timeout: float = 60.0, show: object = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, (
-            f"condition not reached in time: {show() if show else ''}"
-        )  # type: ignore[operator]
-        await asyncio.sleep(0.2)
-
-
-async def test_wasm_balance_leader_added_and_removed_live(env: Env, policies: Path) -> None:
-    await asyncio.sleep(2.0)
-    assert max(env.leaders()) == 200  # nothing balances leaders without a policy
-    async with aiohttp.ClientSession() as http:
+@on_virtual_time
+async def test_wasm_balance_leader_added_and_removed_live(policies: Path) -> None:
+    async with open_env() as env, held_http() as http:
+        await asyncio.sleep(60.0)  # simulated
+        assert max(env.leaders()) == 200  # nothing balances leaders without a policy
         await add(
             http,
             env,
@@ -111,6 +96,7 @@ async def test_wasm_balance_leader_added_and_removed_live(env: Env, policies: Pa
         # Balanced within the policy's tolerance: no store more than 2 x (2 + 1) above another.
         await until(
             lambda: max(env.leaders()) - min(env.leaders()) <= 6,
+            600,
             show=lambda: (env.leaders(), env.server.policies.list()),
         )
         st = await status(http, env, "wasm-balance")
@@ -123,7 +109,7 @@ async def test_wasm_balance_leader_added_and_removed_live(env: Env, policies: Pa
             if p is not None:
                 region.leader_id = p.id
                 env.fleet.heartbeat(region)
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(60.0)  # simulated: a minute of policy ticks would have moved them
         skewed = max(env.leaders())
         assert skewed > 70
         # Replaced in place by a new version (same name): effects start again.
@@ -134,12 +120,13 @@ async def test_wasm_balance_leader_added_and_removed_live(env: Env, policies: Pa
             policies / "balance_leader.wasm",
             config={"batch": 8, "tolerance": 2},
         )
-        await until(lambda: max(env.leaders()) - min(env.leaders()) <= 6)
-    assert env.server.node.started  # type: ignore[union-attr]
+        await until(lambda: max(env.leaders()) - min(env.leaders()) <= 6, 600)
+        assert env.server.node.started  # type: ignore[union-attr]
 
 
-async def test_hostile_policies_are_contained_while_others_run(env: Env, policies: Path) -> None:
-    async with aiohttp.ClientSession() as http:
+@on_virtual_time
+async def test_hostile_policies_are_contained_while_others_run(policies: Path) -> None:
+    async with open_env() as env, held_http() as http:
         await add(http, env, "trap", policies / "trap.wat")
         await add(
             http,
@@ -151,7 +138,7 @@ async def test_hostile_policies_are_contained_while_others_run(env: Env, policie
         )
         await add(http, env, "unsafe", policies / "unsafe.wat", failure_strategy="Ignore")
         await add(http, env, "wasm-balance", policies / "balance_leader.wasm")
-        await until(lambda: max(env.leaders()) <= 60)
+        await until(lambda: max(env.leaders()) <= 60, 600)
         trap = await status(http, env, "trap")
         assert trap["phase"] == "Disabled" and str(trap["lastError"]).startswith("trap")
         loop = await status(http, env, "loop")
@@ -183,16 +170,15 @@ async def test_hostile_policies_are_contained_while_others_run(env: Env, policie
                 assert r.status == 400 and message in await r.json()
 
 
-async def test_wasm_balance_leader_matches_the_builtin_on_the_case(policies: Path) -> None:
+def test_wasm_balance_leader_matches_the_builtin_on_the_case(policies: Path) -> None:
     """The balance-leader scenario, once with the built-in scheduler and once with it
     replaced by the Wasm policy: both meet the case's predicate (every store within 5 %
     of the mean) with a similar number of moves."""
     from pdcore.adapters.wasm.host import Limits, PolicyInstance
     from pdcore.service.policies import LoadedPolicy
     from pdsim.cases import get
-    from pdsim.runner import run_case
 
-    builtin = await run_case(get("balance-leader"))
+    builtin = simulate(get("balance-leader"))
 
     def use_wasm(server: PdServer) -> None:
         server.node.scheduling.coordinator.remove_scheduler("balance-leader-scheduler")  # type: ignore[union-attr]
@@ -205,6 +191,6 @@ async def test_wasm_balance_leader_matches_the_builtin_on_the_case(policies: Pat
 
     case = get("balance-leader")
     case.prepare_server = use_wasm
-    wasm = await run_case(case)
+    wasm = simulate(case)
     assert builtin.ok and wasm.ok, (builtin.json(), wasm.json())
     assert wasm.moves <= builtin.moves * 1.2 + 10, (builtin.json(), wasm.json())

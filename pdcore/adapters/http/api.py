@@ -73,7 +73,7 @@ def region_json(r: Region) -> dict[str, Any]:
 
 
 def store_json(node: PdNode, s: Store) -> dict[str, Any]:
-    now = node.sched_clock.now_s()
+    now = node.clock.now_s()
     st = node.tree.store_stats(s.id)
     return {
         "store": {

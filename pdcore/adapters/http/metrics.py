@@ -21,7 +21,7 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
-        now = node.sched_clock.now_s()
+        now = node.clock.now_s()
         max_down = node.config.schedule.max_store_down_time_s
         cluster = GaugeMetricFamily("pd_cluster_status", "Cluster status by type.", labels=["type"])
         names = [s.state_name(now, max_down) for s in node.stores()]
