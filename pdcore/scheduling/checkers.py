@@ -21,6 +21,7 @@ from pdcore.scheduling.operator import (
     move_peer,
     promote_learner,
     remove_peer,
+    replace_with_learner,
 )
 from pdcore.scheduling.rules import RegionFit, Rule, fit, rules_for
 from pdcore.scheduling.scores import distinct_score, region_score
@@ -85,6 +86,24 @@ def best_target(
     return chosen
 
 
+def _usable_orphan(
+    ctx: CheckContext, region: Region, rf: RegionFit, stores: dict[int, Store], rule: Rule
+) -> Peer | None:
+    """A healthy, caught-up learner that matches no rule, on a store the rule accepts."""
+    pending = {p.id for p in region.pending_peers}
+    for p in sorted(rf.orphans, key=lambda p: p.store_id):
+        s = stores.get(p.store_id)
+        if (
+            p.is_learner
+            and p.id not in pending
+            and s is not None
+            and rule.store_ok(s)
+            and not _peer_bad(ctx, region, p, s)
+        ):
+            return p
+    return None
+
+
 class JointStateChecker:
     """A region left in a joint state (its operator was cancelled by a split, or PD
     restarted mid-change) cannot be changed again until it leaves it."""
@@ -128,6 +147,20 @@ class RuleChecker:
                     continue
                 others = [s for s in keep if s.id != p.store_id]
                 target = best_target(ctx, region, f.rule, others, {p.store_id})
+                if target is None and p.id != region.leader.id:
+                    # The store that could take it may already hold a learner of this
+                    # region that matches no rule (left by an operator that did not
+                    # finish): PD promotes that orphan in the bad peer's place.
+                    orphan = _usable_orphan(ctx, region, rf, stores, f.rule)
+                    if orphan is not None:
+                        return replace_with_learner(
+                            region,
+                            p.store_id,
+                            orphan,
+                            f"replace peer on store {p.store_id} ({bad}) with the orphan "
+                            f"learner on store {orphan.store_id}",
+                            joint=cfg.enable_joint_consensus and not f.rule.wants_learner,
+                        ), ""
                 if target is None:
                     return None, f"no store can take the replica on store {p.store_id} ({bad})"
                 if p.id == region.leader.id:

@@ -177,20 +177,35 @@ def move_peer(
     joint: bool = True,
 ) -> Operator:
     """Replace the peer on `from_store` with a new one on `to_store`."""
+    steps: list[Step] = [AddLearnerStep(to_store, new_peer_id)]
+    steps += _replace_steps(region, from_store, Peer(new_peer_id, to_store), joint)
+    return _op("move-peer", region, kind, steps, reason, priority)
+
+
+def replace_with_learner(
+    region: Region, from_store: int, learner: Peer, reason: str, joint: bool = True
+) -> Operator:
+    """Replace the peer on `from_store` with the region's existing learner `learner`
+    (PD's replace-down-peer-with-orphan-peer): promote it, then remove the old peer."""
+    steps = _replace_steps(region, from_store, Peer(learner.id, learner.store_id), joint)
+    kind, name = OpKind.REPLICA, "replace-down-peer-with-orphan-peer"
+    return _op(name, region, kind, steps, reason, Priority.HIGH)
+
+
+def _replace_steps(region: Region, from_store: int, new: Peer, joint: bool) -> list[Step]:
     old = region.peer_on(from_store)
     assert old is not None
-    steps: list[Step] = [AddLearnerStep(to_store, new_peer_id)]
+    steps: list[Step] = []
     if region.leader_store_id == from_store:
         others = [p for p in region.voters if p.store_id != from_store]
         if others:
             steps.append(TransferLeaderStep(from_store, others[0].store_id))
-    new = Peer(new_peer_id, to_store)
     if joint and old.is_voter:
         steps += [JointEnterStep((new,), (old,)), JointLeaveStep((new,), (old,))]
     else:
-        steps.append(PromoteLearnerStep(to_store, new_peer_id))
+        steps.append(PromoteLearnerStep(new.store_id, new.id))
     steps.append(RemovePeerStep(from_store))
-    return _op("move-peer", region, kind, steps, reason, priority)
+    return steps
 
 
 def add_peer(

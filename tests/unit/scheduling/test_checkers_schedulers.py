@@ -130,6 +130,26 @@ def test_down_peer_reported_by_the_leader_is_replaced() -> None:
     assert any(isinstance(s, AddLearnerStep) and s.to_store == 4 for s in op.steps)
 
 
+def test_down_peer_is_replaced_by_the_orphan_learner_on_the_only_free_store() -> None:
+    """Swarm seed 9 (makeup-down-replicas): a replace operator was lost after its learner
+    on store 4 caught up; store 4 is the only store without a peer, so a new replica had
+    nowhere to go and the region stayed on the dead store forever. PD promotes the
+    orphan learner instead."""
+    r = region(1, [1, 2, 3])
+    r = r.with_(peers=(*r.peers, Peer(104, 4, PeerRole.LEARNER)))
+    c = cluster([store(1), store(2), store(3, hb_age=4000), store(4)], [])
+    c.tree.put(r)
+    op, why = RuleChecker().check(check_ctx(c), r)
+    assert op is not None, why
+    assert op.desc == "replace-down-peer-with-orphan-peer"
+    assert not any(isinstance(s, AddLearnerStep) for s in op.steps)  # no new snapshot
+    assert any(isinstance(s, RemovePeerStep) and s.from_store == 3 for s in op.steps)
+    # A learner still applying its snapshot is not promoted in a voter's place.
+    c.tree.put(r.with_(pending_peers=(Peer(104, 4, PeerRole.LEARNER),)))
+    op2, why2 = RuleChecker().check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert op2 is None or op2.desc != "replace-down-peer-with-orphan-peer", why2
+
+
 # -- merge checker -----------------------------------------------------------------------------
 def test_merge_small_neighbours_only_after_split_merge_interval() -> None:
     regions = [
