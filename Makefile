@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo serve test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean
+.PHONY: setup demo serve swarm test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,11 @@ kube-up: setup kube-tools
 
 kube-down: setup
 	$(BIN)/python -m tests.support.kubecluster down --dir .kube-local
+
+## swarm: a long fault swarm (SEEDS seeds, default 200); CI runs a bounded one in the tests
+SEEDS ?= 200
+swarm: setup
+	$(BIN)/kubepd simulate --swarm $(SEEDS)
 
 bench: setup
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -20,6 +20,7 @@ from pdsim.fleet import Fleet, FleetConfig
 from pdsim.world import World, WorldOptions
 
 TICK_S = 1.0  # simulated seconds between fleet ticks (store/region heartbeat pacing)
+CHECK_EVERY_S = 5.0  # simulated seconds between evaluations of a case's predicate
 
 Event = tuple[float, Callable[[Fleet], Awaitable[None]]]  # (simulated seconds, action)
 
@@ -146,7 +147,7 @@ async def run_case(
         events = sorted(case.events, key=lambda e: e[0])
         quiet = observer.quiet_after() if observer is not None else 0.0
         ok, detail, held_since = False, "", None
-        last_report = -1e9
+        last_report = last_check = -1e9
         while True:
             await fleet.step()
             await clock.sleep(TICK_S)
@@ -156,7 +157,8 @@ async def run_case(
                 await ev(fleet)
             if observer is not None:
                 await observer.tick(world, t)
-            if t >= case.settle_s + quiet and not events:
+            if t >= case.settle_s + quiet and not events and t - last_check >= CHECK_EVERY_S:
+                last_check = t
                 good, detail = case.predicate(fleet)
                 if good:
                     held_since = t if held_since is None else held_since
