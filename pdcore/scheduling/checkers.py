@@ -147,10 +147,11 @@ class RuleChecker:
                     continue
                 others = [s for s in keep if s.id != p.store_id]
                 target = best_target(ctx, region, f.rule, others, {p.store_id})
-                if target is None and p.id != region.leader.id:
+                if target is None:
                     # The store that could take it may already hold a learner of this
                     # region that matches no rule (left by an operator that did not
-                    # finish): PD promotes that orphan in the bad peer's place.
+                    # finish): PD promotes that orphan in the bad peer's place (an
+                    # offline leader hands its leadership to another voter first).
                     orphan = _usable_orphan(ctx, region, rf, stores, f.rule)
                     if orphan is not None:
                         return replace_with_learner(

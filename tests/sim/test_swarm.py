@@ -19,12 +19,17 @@ pytestmark = pytest.mark.timeout(600)
 
 # Seeds the swarm once failed on, with why; each must now pass.
 REGRESSIONS = [
-    # PD balanced leaders within its own tolerance (102/102/102/94: no source is above a
-    # target by more than 2 x 5) after a restart; the predicate asked for 5 % of the mean.
+    # PD balanced leaders within its own tolerance (102/102/102/94, 103/103/103/91: no
+    # source above a target by more than 2 x (5 + 1)); the predicate asked for 5 % of the
+    # mean.
     (1, "balance-leader"),
+    (19, "balance-leader"),
     # A replace-down-peer operator was lost after its learner caught up on the only free
     # store; the rule checker found no target and never promoted that orphan learner.
     (9, "makeup-down-replicas"),
+    # The same with the offline store holding the leader: a replace timed out on its
+    # leader transfer (the target store was down), twice, and left two orphan learners.
+    (14, "delete-nodes"),
 ]
 
 

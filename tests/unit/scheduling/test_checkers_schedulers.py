@@ -144,6 +144,16 @@ def test_down_peer_is_replaced_by_the_orphan_learner_on_the_only_free_store() ->
     assert op.desc == "replace-down-peer-with-orphan-peer"
     assert not any(isinstance(s, AddLearnerStep) for s in op.steps)  # no new snapshot
     assert any(isinstance(s, RemovePeerStep) and s.from_store == 3 for s in op.steps)
+    # Swarm seed 14 (delete-nodes): the offline store holds the leader and every other
+    # store already has a peer (two orphan learners of timed-out operators).
+    r3 = region(3, [5, 1, 2]).with_(
+        peers=(*region(3, [5, 1, 2]).peers, Peer(303, 3, PeerRole.LEARNER)),
+    )
+    c3 = cluster([store(1), store(2), store(3), store(5, offline=True)], [])
+    c3.tree.put(r3)
+    op3, why3 = RuleChecker().check(check_ctx(c3), r3)
+    assert op3 is not None and op3.desc == "replace-down-peer-with-orphan-peer", why3
+    assert isinstance(op3.steps[0], TransferLeaderStep) and op3.steps[0].from_store == 5
     # A learner still applying its snapshot is not promoted in a voter's place.
     c.tree.put(r.with_(pending_peers=(Peer(104, 4, PeerRole.LEARNER),)))
     op2, why2 = RuleChecker().check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
