@@ -106,6 +106,9 @@ class BalanceLeader:
         used: set[int],
     ) -> Operator | None:
         stores = {s.id: s for s in ctx.stores()}
+        if ctx.view.tree.store_stats(source.id).leader_count == 0:
+            diag.note("region", f"store {source.id}", "no leader on the store")
+            return None
         regions = ctx.sample_regions(
             lambda r: (
                 r.leader_store_id == source.id and r.is_healthy and ctx.free(r) and r.id not in used
@@ -151,6 +154,10 @@ class BalanceLeader:
         used: set[int],
     ) -> Operator | None:
         stores = {s.id: s for s in ctx.stores()}
+        st = ctx.view.tree.store_stats(target.id)
+        if st.region_count - st.leader_count == 0:  # nothing to sample for: skip the tries
+            diag.note("region", f"store {target.id}", "no follower on the store")
+            return None
 
         def pred(r: Region) -> bool:
             return (
