@@ -104,11 +104,13 @@ class SimRegion:
         return True
 
     def enter_joint(self, promote: list[int], demote: list[int]) -> bool:
+        """Enter a joint state, or refuse and change nothing (raft refuses to demote the
+        leader)."""
+        if self.leader_store in demote:
+            return False
         for s in promote:
             self.set_role(s, PeerRole.INCOMING_VOTER)
         for s in demote:
-            if self.leader_store == s:
-                return False
             self.set_role(s, PeerRole.DEMOTING_VOTER)
         self.conf_ver += 1
         return True

@@ -39,3 +39,12 @@ def test_midpoint_is_inside() -> None:
     for a, b in [(b"", b"z"), (b"a", b"b"), (b"t0001", b"t0002"), (b"x", b"")]:
         m = _midpoint(a, b)
         assert a < m and (not b or m < b), (a, b, m)
+
+
+def test_a_refused_joint_change_changes_nothing() -> None:
+    """Demoting the leader is refused before any promotion is applied."""
+    r = region()
+    r.add_learner(Peer(14, 4))
+    before = ([(p.id, p.role) for p in r.peers], r.epoch())
+    assert not r.enter_joint([4], [1])
+    assert ([(p.id, p.role) for p in r.peers], r.epoch()) == before
