@@ -18,6 +18,7 @@ from pdcore.adapters.wasm.host import (
     PolicyResult,
     WasmHost,
 )
+from pdcore.policy import abi
 from pdcore.policy.abi import (
     PeerView,
     PolicyInput,
@@ -163,9 +164,28 @@ def test_proposals_round_trip(ps: list[Proposal]) -> None:
     assert decode_proposals(encode_proposals(ps), 64) == ps
 
 
-@given(st.binary(max_size=200))
+# Garbage, and garbage behind a valid header (so decoding gets past the magic).
+_garbage = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda n, body: abi.PROP_HEADER.pack(abi.PROPOSALS_MAGIC, n) + body,
+        st.integers(0, 3),
+        st.binary(max_size=300),
+    ),
+)
+
+
+@given(_garbage)
 def test_garbage_never_decodes_silently(data: bytes) -> None:
+    """Bad bytes raise ProposalFormatError (nothing else); bytes that do decode say
+    exactly what was decoded: the header's count of valid proposals, which encode back
+    to a buffer that decodes the same."""
     try:
-        decode_proposals(data, 64)
-    except ProposalFormatError:
-        pass
+        got = decode_proposals(data, 64)
+    except ProposalFormatError as e:
+        assert str(e)  # says what was wrong
+        return
+    magic, count = abi.PROP_HEADER.unpack_from(data, 0)
+    assert magic == abi.PROPOSALS_MAGIC and len(got) == count
+    assert all(isinstance(p.kind, ProposalKind) for p in got)
+    assert decode_proposals(encode_proposals(got), 64) == got
