@@ -620,8 +620,8 @@ class Fleet:
                 return
             new_id = ask.ids[0].new_region_id
             self._claim(new_id, f"region split from {r.id}")
-            for pid in ask.ids[0].new_peer_ids:
-                self._claim(pid, f"peer of region {new_id}")
+            for pid, p in zip(ask.ids[0].new_peer_ids, r.peers, strict=False):
+                self._claim(pid, f"peer of region {new_id} on store {p.store_id}")
             new_peers = [
                 Peer(pid, p.store_id, p.role)
                 for pid, p in zip(ask.ids[0].new_peer_ids, r.peers, strict=True)

@@ -14,8 +14,11 @@ from pdcore.scheduling.operator import OpStatus, move_peer
 from pdsim.model import SimRegion
 from tests.unit.scheduling.helpers import NOW, cluster, store
 
+# apply: TiKV applies the last command and reports; drop: a change happens (the command
+# applies) but its heartbeat is lost; repeat: the last heartbeat arrives twice.
 EVENTS = st.lists(
-    st.sampled_from(["apply", "apply", "apply", "drop", "split", "tick", "wait"]), max_size=40
+    st.sampled_from(["apply", "apply", "apply", "drop", "repeat", "split", "tick", "wait"]),
+    max_size=40,
 )
 
 
@@ -64,7 +67,7 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
     for ev in events:
         if op.status.finished:
             break
-        if ev == "apply" and pending:
+        if ev in ("apply", "drop") and pending:
             _, cmd = pending[-1]
             if cmd.epoch == sim.epoch():
                 apply(sim, cmd.body)
@@ -73,22 +76,29 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
             sim.end = b"az"
         elif ev == "wait":
             now += 30
+        if ev == "tick":
+            pending = ctrl.tick(now)
+            continue
+        if ev == "drop":
+            continue  # PD never hears of this change
         region = sim.to_region()
         c.tree.put(region)
-        pending = ctrl.tick(now) if ev == "tick" else ctrl.dispatch(region, now)
-    assert op.status in {
-        OpStatus.CREATED,
-        OpStatus.STARTED,
-        OpStatus.SUCCESS,
-        OpStatus.CANCELED,
-        OpStatus.TIMEOUT,
-    }
+        pending = ctrl.dispatch(region, now)
+        if ev == "repeat":
+            c.tree.put(region)
+            pending = ctrl.dispatch(region, now) or pending
+        # Safety whatever happens: a majority of the voters is always there.
+        assert sum(1 for p in sim.peers if p.role == 0) >= 2
     if op.status == OpStatus.SUCCESS:
         stores = {p.store_id for p in sim.peers}
         assert stores == {2, 3, 4} and all(p.role == 0 for p in sim.peers)
+    elif op.status.finished:
+        assert op.status in {OpStatus.CANCELED, OpStatus.TIMEOUT}, op.status
+        assert op.end_reason, "a cancelled or timed-out operator says why"
     if op.status.finished:
         assert 1 not in ctrl.running and ctrl.dispatch(sim.to_region(), now) == []
     else:
+        assert op.status in {OpStatus.CREATED, OpStatus.STARTED}
         assert sim.version == 1  # a split always cancels a move
 
 
