@@ -10,25 +10,7 @@ import pytest
 
 from pdcore.app import PdServer
 from pdcore.proto import metapb_pb2, pdpb_pb2
-from tests.support.pdclient import PdTestClient, one_by_one
-
-Hb = pdpb_pb2.RegionHeartbeatRequest
-
-
-async def _send(client: PdTestClient, *reqs: Hb) -> list[str]:
-    """Send `reqs` on one stream, then a probe PD must reject; the probe's answer
-    comes after every earlier one (one stream is handled in order), so the errors
-    returned before it are all the rejections of `reqs`."""
-    probe = Hb(header=client.header(), region=metapb_pb2.Region(id=1 << 60))
-    call = client.stub.RegionHeartbeat(one_by_one(*reqs, probe))
-    errors: list[str] = []
-    async for resp in call:
-        message = resp.header.error.message
-        if "no leader" in message and str(1 << 60) in message:
-            break
-        errors.append(message)
-    call.cancel()
-    return errors
+from tests.support.pdclient import PdTestClient, send_heartbeats
 
 
 async def _three_stores(client: PdTestClient) -> tuple[list[int], metapb_pb2.Region]:
@@ -44,7 +26,7 @@ async def _three_stores(client: PdTestClient) -> tuple[list[int], metapb_pb2.Reg
     parent = metapb_pb2.Region(
         id=region_id, region_epoch=metapb_pb2.RegionEpoch(conf_ver=3, version=1), peers=peers
     )
-    assert await _send(client, client.heartbeat(parent, peers[0])) == []
+    assert await send_heartbeats(client, client.heartbeat(parent, peers[0])) == []
     return stores, parent
 
 
@@ -111,14 +93,14 @@ async def test_batch_split_in_any_order(
         beats = [beats[-1], *beats[:-1]]
     if report_first:
         await _report(client, regions)
-    assert await _send(client, *beats) == []
+    assert await send_heartbeats(client, *beats) == []
     if not report_first:
         await _report(client, regions)
     assert _layout(server) == [(r.id, r.start_key, r.end_key, 3) for r in regions]
     stats = server.node.tree.store_stats(regions[0].peers[1].store_id)
     assert (stats.region_count, stats.leader_count) == (3, 3)
     # The parent's older report, arriving late, is refused and changes nothing.
-    late = await _send(client, client.heartbeat(parent, parent.peers[0]))
+    late = await send_heartbeats(client, client.heartbeat(parent, parent.peers[0]))
     assert len(late) == 1 and "stale" in late[0]
     assert len(server.node.tree) == 3
 
@@ -133,14 +115,14 @@ async def test_simulator_split_with_parents_leader_peer_id(
     left, right = _split(parent, await _ask_split(client, parent, 1), [b"m"])
     old_leader = parent.peers[0]
     beats = [client.heartbeat(left, old_leader), client.heartbeat(right, old_leader)]
-    assert await _send(client, *beats) == []
+    assert await send_heartbeats(client, *beats) == []
     assert _layout(server) == [(left.id, b"", b"m", 2), (parent.id, b"m", b"", 2)]
     got = server.node.tree.get(left.id)
     assert got is not None and got.leader is not None
     assert (got.leader.id, got.leader.store_id) == (left.peers[0].id, old_leader.store_id)
     # Later heartbeats of the same region take the fast path (nothing re-ingested).
     unchanged = server.node.stats.region_heartbeats_unchanged
-    assert await _send(client, client.heartbeat(left, old_leader)) == []
+    assert await send_heartbeats(client, client.heartbeat(left, old_leader)) == []
     assert server.node.stats.region_heartbeats_unchanged == unchanged + 1
 
 
@@ -154,7 +136,7 @@ async def test_split_rejections_are_logged_and_counted(
     before = server.node.stats.region_heartbeats_rejected
     stranger = metapb_pb2.Peer(id=await client.alloc_id(), store_id=fourth)  # holds no peer of it
     with caplog.at_level(logging.WARNING, logger="kubepd.node"):
-        errors = await _send(client, client.heartbeat(left, stranger))
+        errors = await send_heartbeats(client, client.heartbeat(left, stranger))
     assert len(errors) == 1 and "not one of its peers" in errors[0]
     assert server.node.stats.region_heartbeats_rejected == before + 2  # and the probe
     assert any(
