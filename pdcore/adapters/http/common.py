@@ -10,11 +10,13 @@ from aiohttp import web
 
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.service.node import PdNode
+from pdcore.service.scheduling import SchedulingService
 
 API = "/pd/api/v1"
 NODE_KEY: web.AppKey[PdNode] = web.AppKey("node", PdNode)
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 STARTED_KEY: web.AppKey[float] = web.AppKey("started_at", float)
+SERVICE_KEY: web.AppKey[SchedulingService] = web.AppKey("scheduling", SchedulingService)
 NOT_BOOTSTRAPPED = "TiKV cluster not bootstrapped, please start TiKV first"
 
 
