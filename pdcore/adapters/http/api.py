@@ -93,6 +93,12 @@ async def cluster(request: web.Request) -> web.Response:
     return _json({"id": meta.id, "max_peer_count": meta.max_peer_count})
 
 
+async def cluster_status(request: web.Request) -> web.Response:
+    """PD's ClusterState; kubepd does not record when TiKV bootstrapped (left out)."""
+    node = request.app[NODE_KEY]
+    return _json({"is_initialized": node.is_bootstrapped, "replication_status": "majority"})
+
+
 async def gc_safepoint(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     now = int(node.clock.now_s())
@@ -138,6 +144,8 @@ async def min_resolved_ts(request: web.Request) -> web.Response:
                 ids = [int(x) for x in scope.split(",") if x]
             except ValueError:
                 return _error(f'strconv.ParseUint: parsing "{scope}": invalid syntax')
+            # For named stores PD answers the minimum over those stores.
+            out["min_resolved_ts"] = min((node.min_resolved_ts.get(i, 0) for i in ids), default=0)
         out["stores_min_resolved_ts"] = {str(i): node.min_resolved_ts.get(i, 0) for i in ids}
     return _json(out)
 
@@ -171,6 +179,7 @@ def build_app(node: PdNode, metrics_: Metrics) -> web.Application:
     r.add_get(PREFIX + "/status", status)
     r.add_get(PREFIX + "/version", version)
     r.add_get(PREFIX + "/cluster", cluster)
+    r.add_get(PREFIX + "/cluster/status", cluster_status)
     r.add_get(PREFIX + "/gc/safepoint", gc_safepoint)
     r.add_delete(PREFIX + "/gc/safepoint/{service_id}", gc_safepoint_delete)
     r.add_get(PREFIX + "/min-resolved-ts", min_resolved_ts)

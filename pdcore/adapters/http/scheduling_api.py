@@ -175,6 +175,14 @@ async def add_operator(request: web.Request) -> web.Response:
     return _json("The operator is created.")
 
 
+async def delete_operators(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    now = svc.now()
+    for rid in list(svc.coordinator.controller.running):
+        svc.coordinator.controller.cancel(rid, now, "cancelled by an administrator")
+    return _json("All pending operators are canceled.")
+
+
 async def get_operator(request: web.Request) -> web.Response:
     svc = request.app[SERVICE_KEY]
     try:
@@ -299,6 +307,7 @@ def add_scheduling_routes(app: web.Application, service: SchedulingService) -> N
     r.add_delete(PREFIX + "/scheduler-config/{name}/delete/{store}", delete_scheduler_store)
     r.add_get(PREFIX + "/operators", list_operators)
     r.add_post(PREFIX + "/operators", add_operator)
+    r.add_delete(PREFIX + "/operators", delete_operators)
     r.add_get(PREFIX + "/operators/{region_id}", get_operator)
     r.add_delete(PREFIX + "/operators/{region_id}", delete_operator)
     r.add_get(PREFIX + "/hotspot/regions/{kind}", hotspot)
