@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def pdhttp() -> Path:
     return build_pdhttp()
-
-
-@pytest.fixture
-def pd(tmp_path: Path) -> Iterator[PdProcess]:
-    proc = PdProcess(tmp_path / "data", name="pd-http").start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
@@ -59,7 +49,7 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}
     v = {k: r.get("value") for k, r in out.items()}
-    assert v["members"] == {"count": 1, "leader": "pd-http"} and v["leader"] == "pd-http"
+    assert v["members"] == {"count": 1, "leader": "pd-conf"} and v["leader"] == "pd-conf"
     assert v["health"][0]["health"] is True
     assert (
         v["version"] == v["status"]["version"] == "v8.5.0"
