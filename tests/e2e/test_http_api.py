@@ -180,6 +180,7 @@ async def test_config_set_as_pd_ctl_and_simulator_send_it(
         ("/config/schedule", {"max-replicas": 3}, "config item max-replicas not found"),
         ("/config/replicate", {"max-replicas": -1}, "of type uint64"),
         ("/config/cluster-version", {"cluster-version": "9.0.0"}, "cannot be set"),
+        ("/config?ttlSecond=60", {"max-merge-region-size": 0}, "TTL"),
         ("/stores/limit", {"type": "add-peer"}, "rate unset"),
         ("/stores/limit", {"rate": 0}, "larger than 0"),
     ],
