@@ -67,6 +67,7 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
     assert v["region_key_binary"] == ids["r1"]  # "t\x80..." is in ["m", )
     assert v["regions_range"] == 2 and v["regions_store"] == 2 and v["regions_empty"] == 2
     assert v["region_stats"]["count"] == 2
+    assert v["replicated"] in ("INPROGRESS", "PENDING")  # one replica of max-replicas 3
     assert v["hot_read"] == v["hot_write"] == {"as_peer": {}, "as_leader": {}}  # no traffic
     assert v["config"] == {"max-store-down-time": "30m0s", "halt-scheduling": "false"}
     assert "400" in out["set_config_bad"]["err"] and "uint64" in out["set_config_bad"]["err"]

@@ -147,5 +147,13 @@ async def test_placement_rules_shown_and_writes_refused(
     refused = await _call(http, "POST", "config/rule", {**default, "count": 1}, status=400)
     assert "PlacementRule" in refused
     assert (await _call(http, "GET", "config/rules"))[0]["count"] == 5
+    # One region of three peers: replicated as 3, short of replicas as 5.
+    assert await _call(http, "GET", "regions/replicated?startKey=&endKey=") in (
+        "INPROGRESS",
+        "PENDING",
+    )
+    await _call(http, "POST", "config/replicate", {"max-replicas": 3})
+    assert await _call(http, "GET", "regions/replicated?startKey=&endKey=") == "REPLICATED"
+    assert "hex" in await _call(http, "GET", "regions/replicated?startKey=zz", status=400)
     assert await _call(http, "GET", "config/region-label/rules") == []
     assert await _call(http, "POST", "config/region-label/rule", {"id": "x"}, status=400)

@@ -21,7 +21,7 @@ from pdcore.adapters.http.common import (
     json_response,
     uint_path,
 )
-from pdcore.scheduling.rules import Rule, rules_for
+from pdcore.scheduling.rules import Rule, fit, rules_for
 
 RULE_WRITES = (
     "kubepd takes placement rules from PlacementRule resources (kubectl apply); "
@@ -123,6 +123,32 @@ async def bundle(request: web.Request) -> web.Response:
     return json_response(_bundle(group, rules))
 
 
+def _hex_query(request: web.Request, name: str) -> bytes:
+    try:
+        return bytes.fromhex(request.query.get(name, ""))
+    except ValueError as e:
+        raise bad_request(f"encoding/hex: {e}") from None
+
+
+async def replicated(request: web.Request) -> web.Response:
+    """PD's replication state of a key range: REPLICATED when every region fits its
+    rules, INPROGRESS while one does not, PENDING when the checker cannot repair one
+    yet. Keys are hex (`startKey`, `endKey`)."""
+    svc = request.app[SERVICE_KEY]
+    start, end = _hex_query(request, "startKey"), _hex_query(request, "endKey")
+    rules = _rules(request)
+    stores = {s.id: s for s in svc.view.stores()}
+    pending = svc.coordinator.patrol.pending
+    state = "REPLICATED"
+    for region in svc.view.tree.scan(start, end) if not end or start < end else []:
+        if not fit(region, rules_for(region, rules), stores).satisfied:
+            state = "INPROGRESS"
+            if region.id in pending:
+                state = "PENDING"
+                break
+    return json_response(state)
+
+
 async def refuse_rule_write(request: web.Request) -> web.Response:
     return error(RULE_WRITES)
 
@@ -158,6 +184,7 @@ def add_rule_routes(app: web.Application) -> None:
     """Needs the scheduling service under SERVICE_KEY (add_scheduling_routes sets it)."""
     c = API + "/config"
     r = app.router
+    r.add_get(API + "/regions/replicated", replicated)
     r.add_get(c + "/rules", list_rules)
     r.add_get(c + "/rules/group/{group}", group_rules)
     r.add_get(c + "/rules/region/{region}", region_rules)

@@ -106,6 +106,8 @@ func main() {
 	record("regions_empty", empty.Count, err)
 	stats, err := cli.GetRegionStatusByKeyRange(ctx, pdhttp.NewKeyRange([]byte(""), []byte("")), false)
 	record("region_stats", stats, err)
+	replicated, err := cli.GetRegionsReplicatedStateByKeyRange(ctx, pdhttp.NewKeyRange([]byte(""), []byte("")))
+	record("replicated", replicated, err)
 	hotRead, err := cli.GetHotReadRegions(ctx)
 	record("hot_read", hotRead, err)
 	hotWrite, err := cli.GetHotWriteRegions(ctx)
