@@ -129,6 +129,9 @@ async def test_config_show_in_pd_types(client: PdTestClient, http: aiohttp.Clien
     for key in ("client-urls", "pd-server", "replication-mode", "tso-save-interval", "lease"):
         assert key in full
     assert await _get(http, "/config/schedule") == sched
+    assert list(sched["store-limit"].values()) == [{"add-peer": 15.0, "remove-peer": 15.0}]
+    # What GET shows, POST takes back unchanged.
+    assert await _post(http, "/config/schedule", sched) == "The config is updated."
     assert await _get(http, "/config/replicate") == repl
     assert await _get(http, "/config/cluster-version") == "8.5.0"
 

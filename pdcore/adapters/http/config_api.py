@@ -10,6 +10,7 @@ from aiohttp import web
 
 from pdcore.adapters.http import pd_config
 from pdcore.adapters.http.common import NODE_KEY, error, json_object, json_response
+from pdcore.adapters.http.stores_api import store_limits
 from pdcore.domain.config import ClusterConfig
 from pdcore.service.node import PdNode
 
@@ -40,7 +41,7 @@ def server_config_json(node: PdNode) -> dict[str, Any]:
         "tso-update-physical-interval": "50ms",
         "enable-local-tso": False,
         "metric": {"job": m.name, "address": "", "interval": "15s"},
-        "schedule": pd_config.schedule_json(node.config),
+        "schedule": schedule_json(node),
         "replication": pd_config.replication_json(node.config),
         "pd-server": {
             "use-region-storage": "true",
@@ -113,8 +114,14 @@ async def config_post(request: web.Request) -> web.Response:
     return await _save(node, new)
 
 
+def schedule_json(node: PdNode) -> dict[str, Any]:
+    out = pd_config.schedule_json(node.config)
+    out["store-limit"] = store_limits(node)
+    return out
+
+
 async def schedule_get(request: web.Request) -> web.Response:
-    return json_response(pd_config.schedule_json(request.app[NODE_KEY].config))
+    return json_response(schedule_json(request.app[NODE_KEY]))
 
 
 async def replicate_get(request: web.Request) -> web.Response:

@@ -266,6 +266,7 @@ def update_schedule(cfg: ClusterConfig, changes: dict[str, Any]) -> ClusterConfi
     limit = changes.pop("default-store-limit", None)
     changes.pop("schedulers-v2", None)  # PD's read-back shape; schedulers live elsewhere
     changes.pop("schedulers-payload", None)
+    per_store = changes.pop("store-limit", None)
     sched = _apply(SCHEDULE, cfg.schedule, changes)
     assert isinstance(sched, ScheduleConfig)
     if limit is not None:
@@ -277,6 +278,10 @@ def update_schedule(cfg: ClusterConfig, changes: dict[str, Any]) -> ClusterConfi
         except ValueError:
             raise ConfigError("default-store-limit rates must be numbers") from None
         sched = replace(sched, store_limit_add_peer=add, store_limit_remove_peer=remove)
+    if per_store is not None:  # what GET shows comes back: each store at the one limit
+        one = {"add-peer": sched.store_limit_add_peer, "remove-peer": sched.store_limit_remove_peer}
+        if not isinstance(per_store, dict) or any(v != one for v in per_store.values()):
+            raise ConfigError("kubepd keeps one limit for all stores (default-store-limit)")
     return replace(cfg, schedule=sched)
 
 

@@ -167,14 +167,15 @@ async def stores_by_label(request: web.Request) -> web.Response:
     return json_response({"count": len(out), "stores": out})
 
 
-def _limits(node: PdNode) -> dict[str, Any]:
+def store_limits(node: PdNode) -> dict[str, Any]:
+    """PD's per-store limits: every store at the one default-store-limit."""
     sched = node.config.schedule
     each = {"add-peer": sched.store_limit_add_peer, "remove-peer": sched.store_limit_remove_peer}
     return {str(s.id): dict(each) for s in node.stores() if not s.is_tombstone}
 
 
 async def stores_limit(request: web.Request) -> web.Response:
-    return json_response(_limits(bootstrapped_node(request)))
+    return json_response(store_limits(bootstrapped_node(request)))
 
 
 # -- writes --------------------------------------------------------------------------
