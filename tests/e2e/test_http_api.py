@@ -72,6 +72,7 @@ async def test_region_by_binary_key(client: PdTestClient, http: aiohttp.ClientSe
         got["id"] == left and got["start_key"] == "" and got["end_key"] == TABLE_KEY.hex().upper()
     )
     assert "invalid URL escape" in await _get(http, "/region/key/%zz", 400)
+    assert (await _get(http, "/region/key/u%2Fv"))["id"] == right  # an escaped '/' in a key
     # A range scan with binary bounds, and by store.
     scan = await _get(http, f"/regions/key?key={escaped}&limit=5")
     assert scan["count"] == 1 and scan["regions"][0]["id"] == right

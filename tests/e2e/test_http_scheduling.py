@@ -157,3 +157,21 @@ async def test_placement_rules_shown_and_writes_refused(
     assert "hex" in await _call(http, "GET", "regions/replicated?startKey=zz", status=400)
     assert await _call(http, "GET", "config/region-label/rules") == []
     assert await _call(http, "POST", "config/region-label/rule", {"id": "x"}, status=400)
+
+
+async def test_operators_as_pd_objects_and_deleted(
+    client: PdTestClient, http: aiohttp.ClientSession
+) -> None:
+    stores, region = await _three_peer_region(client)
+    assert await send_heartbeats(client, client.heartbeat(region, region.peers[0])) == []
+    body = {"name": "transfer-leader", "region_id": region.id, "to_store_id": stores[1]}
+    assert await _call(http, "POST", "operators", body) == "The operator is created."
+    (op,) = await _call(http, "GET", "operators?object")
+    assert op["region_id"] == region.id and op["desc"] == "transfer-leader"
+    assert op["region_epoch"] == {"conf_ver": 3, "version": 1}
+    assert "admin" in op["kind"].split(",") and "leader" in op["kind"].split(",")
+    assert op["timeout"].endswith("s") and op["status"] in ("CREATED", "STARTED")
+    assert len(await _call(http, "GET", "operators?kind=admin")) == 1
+    assert await _call(http, "GET", "operators?kind=region") == []
+    assert await _call(http, "DELETE", "operators") == "All pending operators are canceled."
+    assert await _call(http, "GET", "operators") == []

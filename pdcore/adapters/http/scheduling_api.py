@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from pdcore.adapters.http.common import SERVICE_KEY
+from pdcore.adapters.http.pd_config import format_duration
 from pdcore.adapters.http.rules_api import add_rule_routes
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
@@ -156,11 +157,26 @@ async def list_operators(request: web.Request) -> web.Response:
     svc = request.app[SERVICE_KEY]
     if request.query.get("history") == "true":
         return _json(svc.history(int(request.query.get("limit", "100"))))
-    ops = svc.operators()
-    kind = request.query.get("kind")
-    if kind:
-        ops = [o for o in ops if kind in str(o["kind"])]
-    return _json(ops)
+    kinds = [k for k in request.query.getall("kind", []) if k]
+    running = list(svc.coordinator.controller.running.values())
+    if kinds:
+        running = [op for op in running if any(k in op.kind.label().split(",") for k in kinds)]
+    if "object" in request.query:  # PD's OpObject
+        return _json(
+            [
+                {
+                    "desc": op.desc,
+                    "brief": op.reason,
+                    "region_id": op.region_id,
+                    "region_epoch": {"conf_ver": op.epoch.conf_ver, "version": op.epoch.version},
+                    "kind": op.kind.label(),
+                    "timeout": format_duration(op.total_timeout),
+                    "status": op.status.name,
+                }
+                for op in running
+            ]
+        )
+    return _json([op.summary() for op in running])
 
 
 async def add_operator(request: web.Request) -> web.Response:
