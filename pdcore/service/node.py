@@ -366,6 +366,18 @@ class PdNode:
             self._stores[store.id] = store
         return store
 
+    async def set_store_labels(self, store_id: int, labels: dict[str, str]) -> Store:
+        """Replace a store's labels (PutStore merges; the API can also delete one)."""
+        self.check_serving()
+        store = self.require_store(store_id)
+        if store.is_tombstone:
+            raise StoreTombstone(f"store {store_id} is tombstone")
+        new = store.with_(labels=tuple(sorted(labels.items())))
+        async with self._store_lock(store_id):
+            await self.meta_store.save_store(new)
+            self._stores[store_id] = new
+        return new
+
     async def set_store_state(self, store_id: int, state: StoreState, force: bool = False) -> Store:
         """Up <-> Offline from the API; Tombstone only once no region is left."""
         self.check_serving()

@@ -108,6 +108,20 @@ async def test_region_lookups_and_not_found(
     assert stats["count"] == 2 and stats["store_leader_count"] == {str(store_id): 2}
 
 
+async def test_range_holes(client: PdTestClient, http: aiohttp.ClientSession) -> None:
+    store_id, region_id, peer_id = await client.bootstrap()
+    assert await _get(http, "/regions/range-holes") == []
+    # The parent's report after a split whose new region has not reported yet.
+    right = metapb_pb2.Region(
+        id=region_id,
+        start_key=TABLE_KEY,
+        region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=2),
+        peers=[metapb_pb2.Peer(id=peer_id, store_id=store_id)],
+    )
+    assert await send_heartbeats(client, client.heartbeat(right, right.peers[0])) == []
+    assert await _get(http, "/regions/range-holes") == [["", TABLE_KEY.hex().upper()]]
+
+
 async def test_config_show_in_pd_types(client: PdTestClient, http: aiohttp.ClientSession) -> None:
     await client.bootstrap()
     full = await _get(http, "/config")
@@ -135,6 +149,7 @@ async def test_config_show_in_pd_types(client: PdTestClient, http: aiohttp.Clien
     assert await _post(http, "/config/schedule", sched) == "The config is updated."
     assert await _get(http, "/config/replicate") == repl
     assert await _get(http, "/config/cluster-version") == "8.5.0"
+    assert await _get(http, "/config/pd-server") == full["pd-server"]
 
 
 async def test_config_set_as_pd_ctl_and_simulator_send_it(
@@ -229,9 +244,20 @@ async def test_store_routes(client: PdTestClient, http: aiohttp.ClientSession) -
     assert await _post(http, weight, {"leader": 1, "region": 1}) == "The store's weight is updated."
     assert "not supported" in await _post(http, weight, {"leader": 2, "region": 1}, 400)
     assert await _post(http, weight, {"leader": 1}, 400) == "region weight unset"
-    state = await _get(http, "/stores/state?state=Up")
+    state = await _get(http, "/stores/check?state=Up")
     assert state["count"] == 2
-    assert "unknown StoreState" in await _get(http, "/stores/state?state=Sleepy", 400)
+    assert (await _get(http, "/stores/check?state=Offline"))["count"] == 0
+    assert "unknown StoreState" in await _get(http, "/stores/check?state=Sleepy", 400)
+    # Labels: set (merged), then one deleted.
+    label = f"/store/{other}/label"
+    assert await _post(http, label, {"rack": "r1"}) == "The store's label is updated."
+    async with http.delete("/pd/api/v1" + label, json="zone") as resp:
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == f"The label zone is deleted for store {other}."
+    labels = (await _get(http, f"/store/{other}"))["store"]["labels"]
+    assert labels == [{"key": "host", "value": "h1"}, {"key": "rack", "value": "r1"}]
+    async with http.delete("/pd/api/v1" + label, json="zone") as resp:
+        assert resp.status == 404
 
 
 async def test_gc_and_min_resolved_ts(client: PdTestClient, http: aiohttp.ClientSession) -> None:

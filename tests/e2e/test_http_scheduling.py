@@ -70,6 +70,7 @@ async def test_hot_regions_are_per_store_maps(
     assert "invalid store id" in await _call(
         http, "GET", "hotspot/regions/write?store_id=x", status=400
     )
+    assert await _call(http, "GET", "hotspot/regions/history") == {"history_hot_region": []}
     hot_stores = await _call(http, "GET", "hotspot/stores")
     assert set(hot_stores["bytes-write-rate"]) == {str(s) for s in stores}
 

@@ -43,21 +43,7 @@ def server_config_json(node: PdNode) -> dict[str, Any]:
         "metric": {"job": m.name, "address": "", "interval": "15s"},
         "schedule": schedule_json(node),
         "replication": pd_config.replication_json(node.config),
-        "pd-server": {
-            "use-region-storage": "true",
-            "max-gap-reset-ts": "24h0m0s",
-            "key-type": "table",
-            "runtime-services": "",
-            "metric-storage": "",
-            "dashboard-address": "auto",
-            "flow-round-by-digit": 3,
-            "min-resolved-ts-persistence-interval": "1s",
-            "server-memory-limit": 0,
-            "server-memory-limit-gc-trigger": 0.7,
-            "enable-gogc-tuner": "false",
-            "gc-tuner-threshold": 0.6,
-            "block-safe-point-v1": "false",
-        },
+        "pd-server": pd_server_json(),
         "cluster-version": node.cluster_version(),
         "labels": {},
         "quota-backend-bytes": "8GiB",
@@ -70,6 +56,24 @@ def server_config_json(node: PdNode) -> dict[str, Any]:
         "security": {"cacert-path": "", "cert-path": "", "key-path": "", "redact-info-log": False},
         "label-property": {},
         "replication-mode": replication_mode_json(),
+    }
+
+
+def pd_server_json() -> dict[str, Any]:
+    return {
+        "use-region-storage": "true",
+        "max-gap-reset-ts": "24h0m0s",
+        "key-type": "table",
+        "runtime-services": "",
+        "metric-storage": "",
+        "dashboard-address": "auto",
+        "flow-round-by-digit": 3,
+        "min-resolved-ts-persistence-interval": "1s",
+        "server-memory-limit": 0,
+        "server-memory-limit-gc-trigger": 0.7,
+        "enable-gogc-tuner": "false",
+        "gc-tuner-threshold": 0.6,
+        "block-safe-point-v1": "false",
     }
 
 
@@ -159,6 +163,10 @@ async def cluster_version_post(request: web.Request) -> web.Response:
     return json_response("The cluster-version is updated.")
 
 
+async def pd_server_get(request: web.Request) -> web.Response:
+    return json_response(pd_server_json())
+
+
 async def label_property_get(request: web.Request) -> web.Response:
     return json_response({})
 
@@ -178,4 +186,5 @@ def add_config_routes(app: web.Application) -> None:
     r.add_get(PREFIX + "/cluster-version", cluster_version_get)
     r.add_post(PREFIX + "/cluster-version", cluster_version_post)
     r.add_get(PREFIX + "/label-property", label_property_get)
+    r.add_get(PREFIX + "/pd-server", pd_server_get)
     r.add_get(PREFIX + "/replication-mode", replication_mode_get)

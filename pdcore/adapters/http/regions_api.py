@@ -252,6 +252,23 @@ CHECKS: dict[str, Callable[[PdNode, Region], bool]] = {
 }
 
 
+async def range_holes(request: web.Request) -> web.Response:
+    """Key ranges no region covers (upper-case hex pairs), as PD lists them."""
+    holes: list[list[str]] = []
+    last_end = b""
+    first = True
+    for r in bootstrapped_node(request).tree:
+        if (first and r.start_key) or (not first and r.start_key != last_end):
+            holes.append([last_end.hex().upper(), r.start_key.hex().upper()])
+        first, last_end = False, r.end_key
+        if not last_end:
+            break
+    else:
+        if not first:
+            holes.append([last_end.hex().upper(), ""])
+    return json_response(holes)
+
+
 async def region_stats(request: web.Request) -> web.Response:
     """`/stats/region`: totals over a key range (PD's statistics.RegionStats)."""
     node = bootstrapped_node(request)
@@ -295,6 +312,7 @@ def add_region_routes(app: web.Application) -> None:
     r.add_get(API + "/regions/key", scan_regions)
     r.add_get(API + "/regions/store/{id}", store_regions)
     r.add_get(API + "/regions/sibling/{id}", siblings)
+    r.add_get(API + "/regions/range-holes", range_holes)
     tops: dict[str, Callable[[Region], float]] = {
         "writeflow": lambda x: x.flow.bytes_written,
         "readflow": lambda x: x.flow.bytes_read,

@@ -296,6 +296,16 @@ async def hotspot(request: web.Request) -> web.Response:
     return _json({"as_peer": per_store(as_peer), "as_leader": per_store(as_leader)})
 
 
+async def hot_history(request: web.Request) -> web.Response:
+    """kubepd keeps no history of hot regions (PD writes one every 10 minutes)."""
+    return _json({"history_hot_region": []})
+
+
+async def hot_buckets(request: web.Request) -> web.Response:
+    """kubepd does not track TiKV's buckets: no hot buckets to show."""
+    return _json({})
+
+
 async def hot_stores(request: web.Request) -> web.Response:
     """PD's HotStoreStats: each store's read and write rates from its heartbeats."""
     svc = request.app[SERVICE_KEY]
@@ -328,3 +338,5 @@ def add_scheduling_routes(app: web.Application, service: SchedulingService) -> N
     r.add_delete(PREFIX + "/operators/{region_id}", delete_operator)
     r.add_get(PREFIX + "/hotspot/regions/{kind}", hotspot)
     r.add_get(PREFIX + "/hotspot/stores", hot_stores)
+    r.add_get(PREFIX + "/hotspot/regions/history", hot_history)
+    r.add_get(PREFIX + "/hotspot/buckets", hot_buckets)

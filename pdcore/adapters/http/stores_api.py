@@ -128,7 +128,7 @@ async def stores(request: web.Request) -> web.Response:
 
 
 async def stores_by_state_name(request: web.Request) -> web.Response:
-    """`/stores/state?state=Up&state=Down` (state names, as PD's v2 filter)."""
+    """`/stores/check?state=Up` (state names; pd-ctl's `store check`)."""
     node = bootstrapped_node(request)
     names = [n.lower() for n in request.query.getall("state", []) if n]
     for n in names:
@@ -210,8 +210,31 @@ async def store_label(request: web.Request) -> web.Response:
         return error("body must be a JSON object of label key to value")
     new = dict(store.labels)
     new.update(body)
-    await node.put_store(store.with_(labels=tuple(sorted(new.items()))))
+    try:
+        await node.set_store_labels(store.id, new)
+    except PdError as e:
+        return error(e.message)
     return json_response("The store's label is updated.")
+
+
+async def store_label_delete(request: web.Request) -> web.Response:
+    """The body is the label key as a JSON string, as PD's Go client sends it."""
+    node, store = _store(request)
+    try:
+        key = json.loads(await request.read() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return error(str(e))
+    if not isinstance(key, str) or not key:
+        return error("the body must be the label key, a JSON string")
+    labels = dict(store.labels)
+    if key not in labels:
+        return error(f"the label key {key} does not exist", 404)
+    del labels[key]
+    try:
+        await node.set_store_labels(store.id, labels)
+    except PdError as e:
+        return error(e.message)
+    return json_response(f"The label {key} is deleted for store {store.id}.")
 
 
 async def store_weight(request: web.Request) -> web.Response:
@@ -273,13 +296,14 @@ async def set_store_limit(request: web.Request) -> web.Response:
 def add_store_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(API + "/stores", stores)
-    r.add_get(API + "/stores/state", stores_by_state_name)
+    r.add_get(API + "/stores/check", stores_by_state_name)
     r.add_get(API + "/stores/limit", stores_limit)
     r.add_post(API + "/stores/limit", set_stores_limit)
     r.add_get(API + "/store/{id}", store_get)
     r.add_delete(API + "/store/{id}", store_delete)
     r.add_post(API + "/store/{id}/state", store_state)
     r.add_post(API + "/store/{id}/label", store_label)
+    r.add_delete(API + "/store/{id}/label", store_label_delete)
     r.add_post(API + "/store/{id}/weight", store_weight)
     r.add_post(API + "/store/{id}/limit", set_store_limit)
     r.add_get(API + "/labels", labels)

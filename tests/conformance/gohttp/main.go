@@ -87,6 +87,7 @@ func main() {
 	_, err = cli.GetStore(ctx, 987654321)
 	record("store_missing", nil, err)
 	do("store_labels", cli.SetStoreLabels(ctx, int64(*s2), map[string]string{"zone": "z2"}))
+	do("store_label_delete", cli.DeleteStoreLabel(ctx, int64(*s2), "zone"))
 
 	regions, err := cli.GetRegions(ctx)
 	record("regions", regions, err)
