@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -42,17 +43,7 @@ def query_unescape(raw: str) -> bytes:
     bad = _BAD_ESCAPE.search(raw)
     if bad:
         raise bad_request(f'invalid URL escape "%{bad.group(1)}"')
-    out = bytearray()
-    i, n = 0, len(raw)
-    while i < n:
-        c = raw[i]
-        if c == "%":
-            out.append(int(raw[i + 1 : i + 3], 16))
-            i += 3
-            continue
-        out += b" " if c == "+" else c.encode()
-        i += 1
-    return bytes(out)
+    return unquote_to_bytes(raw.replace("+", " "))
 
 
 def raw_query(request: web.Request) -> dict[str, bytes]:
