@@ -105,8 +105,14 @@ def region_from_heartbeat(req: pdpb_pb2.RegionHeartbeatRequest) -> Region:
     leader = None
     if req.HasField("leader"):
         # Share the leader's Peer with the peer list: one object per peer per region.
-        lid = req.leader.id
-        leader = next((p for p in peers if p.id == lid), None) or peer_from_pb(req.leader)
+        # PD's simulator reports a region split off with its parent's leader peer id
+        # (the store is right): the region's peer on the leader's store is the leader.
+        lid, lstore = req.leader.id, req.leader.store_id
+        leader = (
+            next((p for p in peers if p.id == lid), None)
+            or next((p for p in peers if p.store_id == lstore), None)
+            or peer_from_pb(req.leader)
+        )
     return Region(
         id=r.id,
         start_key=r.start_key,

@@ -10,11 +10,12 @@ regions are written behind in batches.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from pdcore.domain.cluster import ClusterMeta, check_bootstrap, make_cluster_id
 from pdcore.domain.config import ClusterConfig
@@ -42,6 +43,7 @@ log = logging.getLogger("kubepd.node")
 TSO_KEEPER_TICK_S = 0.05
 
 INIT_CLUSTER_REGION_THRESHOLD = 100
+REJECT_LOG_PER_S = 20  # log lines for rejected region heartbeats, per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,9 @@ class PdNode:
         self._store_persisted_at: dict[int, float] = {}
         self._store_locks: dict[int, asyncio.Lock] = {}
         self._persisting: dict[int, asyncio.Task[None]] = {}
+        self._reject_window_start = float("-inf")
+        self._reject_window_lines = 0
+        self._rejects_unlogged = 0
 
     # -- lifecycle -----------------------------------------------------------
     async def load_durable(self, serve_writes: bool = True) -> None:
@@ -362,6 +367,18 @@ class PdNode:
             self._stores[store.id] = store
         return store
 
+    async def set_store_labels(self, store_id: int, labels: dict[str, str]) -> Store:
+        """Replace a store's labels (PutStore merges; the API can also delete one)."""
+        self.check_serving()
+        store = self.require_store(store_id)
+        if store.is_tombstone:
+            raise StoreTombstone(f"store {store_id} is tombstone")
+        new = store.with_(labels=tuple(sorted(labels.items())))
+        async with self._store_lock(store_id):
+            await self.meta_store.save_store(new)
+            self._stores[store_id] = new
+        return new
+
     async def set_store_state(self, store_id: int, state: StoreState, force: bool = False) -> Store:
         """Up <-> Offline from the API; Tombstone only once no region is left."""
         self.check_serving()
@@ -456,11 +473,13 @@ class PdNode:
     # -- regions ---------------------------------------------------------------
     def region_heartbeat(self, region: Region) -> None:
         """Ingest one leader's report. Raises PdError for a rejected heartbeat (the
-        stream stays open) and UnknownStoreStream when the stream must end."""
+        stream stays open) and UnknownStoreStream when the stream must end; every
+        rejection is counted and logged, so no report TiKV sends vanishes unseen."""
         self.stats.region_heartbeats += 1
         if region.leader is None:
-            self.stats.region_heartbeats_rejected += 1
-            raise PdError(f"invalid request: region {region.id} heartbeat has no leader")
+            self._reject(
+                region, PdError(f"invalid request: region {region.id} heartbeat has no leader")
+            )
         origin = self.tree.get(region.id)
         if origin is not None and origin.same_meta(region):
             self.stats.region_heartbeats_unchanged += 1
@@ -470,20 +489,19 @@ class PdNode:
             return
         problem = validate_region_shape(region)
         if problem:
-            self.stats.region_heartbeats_rejected += 1
-            raise PdError(f"invalid request: {problem}")
+            self._reject(region, PdError(f"invalid request: {problem}"))
         leader_store = self._stores.get(region.leader.store_id)
         if leader_store is None:
-            self.stats.region_heartbeats_rejected += 1
-            raise UnknownStoreStream(f"store {region.leader.store_id} not found")
+            self._reject(region, UnknownStoreStream(f"store {region.leader.store_id} not found"))
         if region.peer_by_id(region.leader.id) is None:
-            self.stats.region_heartbeats_rejected += 1
-            raise PdError(f"invalid request: region {region.id} leader is not one of its peers")
+            self._reject(
+                region,
+                PdError(f"invalid request: region {region.id} leader is not one of its peers"),
+            )
         try:
             removed = self.tree.put(region)
-        except PdError:
-            self.stats.region_heartbeats_rejected += 1
-            raise
+        except PdError as e:
+            self._reject(region, e)
         for r in removed:
             self._dirty.changed.pop(r.id, None)
             self._dirty.deleted.add(r.id)
@@ -493,6 +511,27 @@ class PdNode:
             q.put_nowait(region)
         if self.scheduling is not None:
             self.scheduling.on_region_heartbeat(region, origin)
+
+    def _reject(self, region: Region, err: PdError) -> NoReturn:
+        """Count and log a rejected heartbeat, then raise. At most REJECT_LOG_PER_S
+        lines a second: a misbehaving store cannot flood the log, and the next line
+        after a quiet spell says how many went unlogged."""
+        self.stats.region_heartbeats_rejected += 1
+        now = self.clock.monotonic_s()
+        if now - self._reject_window_start >= 1.0:
+            self._reject_window_start, self._reject_window_lines = now, 0
+        if self._reject_window_lines < REJECT_LOG_PER_S:
+            self._reject_window_lines += 1
+            log.warning(
+                "region heartbeat rejected: %s (%d unlogged rejections before)",
+                err,
+                self._rejects_unlogged,
+                extra={"region": region.id, "epoch": tuple(region.epoch)},
+            )
+            self._rejects_unlogged = 0
+        else:
+            self._rejects_unlogged += 1
+        raise err
 
     async def _region_flusher(self) -> None:
         while True:
@@ -578,6 +617,18 @@ class PdNode:
             problem = validate_region_shape(r)
             if problem:
                 raise PdError(f"invalid request: {problem}")
+        for left, right in itertools.pairwise(regions):
+            if not left.end_key or left.end_key != right.start_key:
+                raise PdError(
+                    f"invalid split region: region {left.id} ends at {left.end_key.hex()}, "
+                    f"region {right.id} starts at {right.start_key.hex()}"
+                )
+        # Like PD, the tree changes only through the new regions' heartbeats, which
+        # may come before or after this report; the report is for the record.
+        log.info(
+            "region batch split, generate new regions",
+            extra={"origin": regions[-1].id, "new": [r.id for r in regions[:-1]]},
+        )
 
     # -- cluster config ----------------------------------------------------------
     async def put_cluster_meta(self, max_peer_count: int) -> ClusterMeta:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,6 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def pdclient() -> Path:
     return build_pdclient()
-
-
-@pytest.fixture
-def pd(tmp_path: Path) -> Iterator[PdProcess]:
-    proc = PdProcess(tmp_path / "data", name="pd-conf").start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def run(pdclient: Path, pd: PdProcess, *args: str, timeout: float = 90) -> dict[str, object]:

@@ -80,3 +80,23 @@ async def one_by_one(
 ) -> AsyncIterator[pdpb_pb2.RegionHeartbeatRequest]:
     for item in items:
         yield item
+
+
+async def send_heartbeats(
+    client: PdTestClient, *reqs: pdpb_pb2.RegionHeartbeatRequest
+) -> list[str]:
+    """Send `reqs` on one stream, then a probe PD must reject; the probe's answer
+    comes after every earlier one (one stream is handled in order), so the errors
+    returned before it are all the rejections of `reqs`."""
+    probe = pdpb_pb2.RegionHeartbeatRequest(
+        header=client.header(), region=metapb_pb2.Region(id=1 << 60)
+    )
+    call = client.stub.RegionHeartbeat(one_by_one(*reqs, probe))
+    errors: list[str] = []
+    async for resp in call:
+        message = resp.header.error.message
+        if "no leader" in message and str(1 << 60) in message:
+            break
+        errors.append(message)
+    call.cancel()
+    return errors

@@ -19,7 +19,7 @@ from pdcore.domain.errors import (
 )
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.domain.store import Store, StoreState, StoreStats
-from pdcore.service.node import Member, PdNode, UnknownStoreStream
+from pdcore.service.node import REJECT_LOG_PER_S, Member, PdNode, UnknownStoreStream
 
 MEMBER = Member("pd", 1, ("http://127.0.0.1:2379",))
 
@@ -185,4 +185,41 @@ async def test_storage_outage_loses_no_region_update() -> None:
     mem.fail_writes = False
     await node.flush_regions()
     assert mem.regions[2].epoch == RegionEpoch(1, 3)
+    await node.stop()
+
+
+class SteppedClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now_s(self) -> float:
+        return self.t
+
+    def monotonic_s(self) -> float:
+        return self.t
+
+
+async def test_rejected_heartbeats_are_counted_and_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = SteppedClock()
+    node = make_node(MemoryStore())
+    node.clock = clock
+    await node.start()
+    await node.bootstrap(Store(1, "127.0.0.1:20160", version="8.5.0"), first_region())
+    stale = first_region().with_(epoch=RegionEpoch(0, 0))
+    with caplog.at_level("WARNING", logger="kubepd.node"):
+        for _ in range(REJECT_LOG_PER_S + 5):
+            with pytest.raises(StaleRegion):
+                node.region_heartbeat(stale)
+        lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+        assert len(lines) == REJECT_LOG_PER_S and "stale" in lines[0]
+        clock.t += 1.0
+        with pytest.raises(StaleRegion):
+            node.region_heartbeat(stale)
+    last = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()][-1]
+    assert "(5 unlogged rejections before)" in last
+    assert node.stats.region_heartbeats_rejected == REJECT_LOG_PER_S + 6
     await node.stop()

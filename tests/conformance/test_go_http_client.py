@@ -1,0 +1,84 @@
+"""PD's Go HTTP client (github.com/tikv/pd/client/http, the version pinned in
+gohttp/go.mod) against a real `kubepd serve`: every call it makes must succeed and
+decode into PD's types, and the values must be the ones kubepd holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.gobuild import build_pdhttp
+from tests.conformance.test_go_client import bootstrap_two_regions
+from tests.support.pdproc import PdProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def pdhttp() -> Path:
+    return build_pdhttp()
+
+
+def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
+    ids = bootstrap_two_regions(pd)
+    res = subprocess.run(
+        [
+            str(pdhttp),
+            "-url",
+            pd.status,
+            "-store",
+            str(ids["s1"]),
+            "-store2",
+            str(ids["s2"]),
+            "-region",
+            str(ids["r1"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    # The client logs to stdout too; the report is the one JSON object line.
+    line = next(ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{"))
+    out: dict[str, dict[str, Any]] = json.loads(line)
+    expected_errors = {"store_missing", "region_missing", "set_config_bad"}
+    failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
+    assert failed == {}
+    v = {k: r.get("value") for k, r in out.items()}
+    assert v["members"] == {"count": 1, "leader": "pd-conf"} and v["leader"] == "pd-conf"
+    assert v["health"][0]["health"] is True
+    assert (
+        v["version"] == v["status"]["version"] == "v8.5.0"
+        and v["cluster"] == 3
+        and v["cluster_status"]["is_initialized"] is True
+    )
+    assert v["stores"]["count"] == 2 and v["stores"]["first_state"] == "Up"
+    assert v["store"]["store"]["id"] == ids["s1"]
+    assert (
+        "404" in out["store_missing"]["err"] and "ErrStoreNotFound" in out["store_missing"]["err"]
+    )
+    assert v["regions"]["count"] == 2 and v["region"]["id"] == ids["r1"]
+    assert "404" in out["region_missing"]["err"]
+    assert v["region_key_a"] == ids["r2"]  # [, "m")
+    assert v["region_key_binary"] == ids["r1"]  # "t\x80..." is in ["m", )
+    assert v["regions_range"] == 2 and v["regions_store"] == 2 and v["regions_empty"] == 2
+    assert v["region_stats"]["count"] == 2
+    assert v["replicated"] in ("INPROGRESS", "PENDING")  # one replica of max-replicas 3
+    assert v["hot_read"] == v["hot_write"] == {"as_peer": {}, "as_leader": {}}  # no traffic
+    assert v["config"] == {"max-store-down-time": "30m0s", "halt-scheduling": "false"}
+    assert "400" in out["set_config_bad"]["err"] and "uint64" in out["set_config_bad"]["err"]
+    assert v["schedule"] == {"leader-schedule-limit": 6.0, "max-store-down-time": "45m0s"}
+    assert v["replicate"]["max-replicas"] == 3.0
+    assert v["cluster_version"] == "8.5.0"
+    assert "balance-leader-scheduler" in v["schedulers"]
+    assert v["evict_config"]["store-id-ranges"] == {str(ids["s2"]): []}
+    assert v["rule"]["id"] == "default" and v["rule"]["count"] == 3
+    assert v["rule_bundles"][0]["group_id"] == "pd" and v["rule_groups"][0]["id"] == "pd"
+    assert v["label_rules"] in (None, [])
+    assert v["min_resolved_ts"] == {"ts": 0, "stores": {str(ids["s1"]): 0}}
+    assert v["gc"]["gc_safe_point"] == 0
+    assert v["gc_delete"] == "Delete service GC safepoint successfully."
