@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
+from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
@@ -44,6 +44,7 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     tso_save_interval_ms: int = 3000
     enable_scheduling: bool = True
+    http_on_client_port: bool = True  # PD's HTTP API on the client URL too, as PD does
 
 
 class PdServer:
@@ -57,7 +58,8 @@ class PdServer:
         else:
             local = LocalStore(options.data_dir)
             self.store, self.region_storage = local, local
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: ClientServer | None = None
+        self.serving = False  # what gRPC health reports
         self._http: web.AppRunner | None = None
         self.client_address = ""
         self.status_address = ""
@@ -68,21 +70,13 @@ class PdServer:
 
     async def start(self) -> None:
         opts = self.options
-        host, port = host_port(opts.client_urls[0])
-        self._grpc = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", opts.max_message_bytes),
-                ("grpc.max_send_message_length", opts.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
+        _, port = host_port(opts.client_urls[0])
+        self._grpc = ClientServer(
+            opts.client_urls[0],
+            max_message_bytes=opts.max_message_bytes,
+            http_on_client_port=opts.http_on_client_port,
         )
-        try:
-            bound = self._grpc.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:  # grpc raises when the port is taken
-            bound = 0
-        if bound == 0:
-            raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
-        self.client_address = f"{host}:{bound}"
+        self.client_address = await self._grpc.bind()
         advertise = opts.advertise_client_urls or [f"http://{self.client_address}"]
         if opts.advertise_client_urls and port == 0:
             advertise = [f"http://{self.client_address}"]
@@ -104,9 +98,9 @@ class PdServer:
         await node.start()
         if opts.enable_scheduling:
             self._start_scheduling(node)
-        pdpb_pb2_grpc.add_PDServicer_to_server(PdService(node), self._grpc)
-        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
-            MetaStorageService(node), self._grpc
+        self._grpc.add(pdpb_pb2_grpc.add_PDServicer_to_server, PdService(node))
+        self._grpc.add(
+            meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(node)
         )
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
@@ -120,7 +114,9 @@ class PdServer:
         sockets = getattr(server, "sockets", None) or []
         real_port = sockets[0].getsockname()[1] if sockets else sport
         self.status_address = f"{shost}:{real_port}"
-        await self._grpc.start()
+        await self._grpc.start(lambda: self.serving, self._http.server)
+        self.serving = True
+        await self._grpc.health.refresh()
         log.info(
             "kubepd serving",
             extra={
@@ -158,6 +154,7 @@ class PdServer:
         add_policy_routes(app, self.policies, self.wasm_host)
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        self.serving = False
         if self.policies is not None:
             await self.policies.stop()
         if self.wasm_host is not None:

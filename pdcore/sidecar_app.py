@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
+from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
@@ -34,7 +34,7 @@ from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
-from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
+from pdcore.adapters.net import host_port, member_id_of
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
@@ -75,7 +75,8 @@ class SidecarServer:
         self.client = KubeClient.auto(opts.kubeconfig)
         self.store = KubeStore(self.client, opts.namespace, opts.cluster)
         self.ready = False
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: ClientServer | None = None
+        self.started = False  # start() has finished and stop() has not begun
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.client_address = ""
@@ -103,12 +104,8 @@ class SidecarServer:
 
     async def start(self) -> None:
         o = self.opts
-        host, port = host_port(o.client_urls[0])
-        self._grpc = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
-        )
-        bound = self._grpc.add_insecure_port(f"{host}:{port}")
-        self.client_address = f"{host}:{bound}"
+        self._grpc = ClientServer(o.client_urls[0])
+        self.client_address = await self._grpc.bind()
         url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
@@ -169,24 +166,23 @@ class SidecarServer:
         self.service = SidecarService(
             self.node, self.link, self.is_leader, self.local_streams, o.pod_name
         )
-        pdpb_pb2_grpc.add_PDServicer_to_server(self.service, self._grpc)
-        kubepdpb_pb2_grpc.add_SidecarServicer_to_server(self.steps, self._grpc)
-        kubepdpb_pb2_grpc.add_LeaderServicer_to_server(
-            StoreFeed(self.node, self.is_leader), self._grpc
-        )
-        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
-            MetaStorageService(self.node), self._grpc
+        add = self._grpc.add
+        add(pdpb_pb2_grpc.add_PDServicer_to_server, self.service)
+        add(kubepdpb_pb2_grpc.add_SidecarServicer_to_server, self.steps)
+        add(kubepdpb_pb2_grpc.add_LeaderServicer_to_server, StoreFeed(self.node, self.is_leader))
+        add(
+            meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(self.node)
         )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
         self.propose_service = ProposeService(self.scheduling, lambda: self.node.cluster_id)
-        kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
+        add(kubepdpb_pb2_grpc.add_SchedulerServicer_to_server, self.propose_service)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(o.status_addr)
         await web.TCPSite(self._http, shost, sport).start()
-        await self._grpc.start()
+        await self._grpc.start(self.can_serve, self._http.server)
         self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
         self.scheduling.start()
@@ -253,7 +249,12 @@ class SidecarServer:
             loop.create_task(self._drive_store_states()),
             loop.create_task(self._follow_config()),
         ]
+        self.started = True
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
+
+    def can_serve(self) -> bool:
+        """What gRPC health reports: serving as pd-leader, or following a reachable one."""
+        return self.started and (self.is_leader() or self.link.in_sync)
 
     def _scheduler_term(self) -> tuple[str, int] | None:
         """Our scheduler term while we hold the role (steps are signed with it)."""
@@ -356,6 +357,9 @@ class SidecarServer:
                     log.debug("refresh failed", exc_info=True)
 
     async def stop(self) -> None:
+        self.started = False
+        if self._grpc is not None:
+            await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         for t in self._tasks:
             t.cancel()
         await self.region_operators.stop()

@@ -53,6 +53,7 @@ class LeaderLink:
         self._tso_task: asyncio.Task[None] | None = None
         self.forwarded = 0
         self.tso_batches = 0
+        self.in_sync = False  # the region-sync stream from the pd-leader is flowing
 
     def current(self) -> pdpb_pb2_grpc.PDStub:
         url = url_of(self._holder())
@@ -163,6 +164,7 @@ class LeaderLink:
                 )
                 call = stub.SyncRegions(_one_then_wait(req, done))
                 async for resp in call:
+                    self.in_sync = True
                     if not resp.regions and caught_up is not None:
                         caught_up()
                     for i, meta in enumerate(resp.regions):
@@ -185,6 +187,7 @@ class LeaderLink:
             except (grpc.aio.AioRpcError, NotLeader, PdError) as e:
                 log.debug("region sync interrupted: %s", e)
             finally:
+                self.in_sync = False
                 done.set()
                 if call is not None:
                     call.cancel()
