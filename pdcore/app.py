@@ -15,17 +15,20 @@ from typing import Any
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, MetaStore, RegionStorage
-from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 
 log = logging.getLogger("kubepd.server")
@@ -96,14 +99,21 @@ class PdServer:
         )
         self.node = node
         await node.start()
+        keyspaces = KeyspaceManager(self.store, opts.clock, lambda: True)  # one member: leader
+        await keyspaces.start_leading()
         if opts.enable_scheduling:
             self._start_scheduling(node)
         self._grpc.add(pdpb_pb2_grpc.add_PDServicer_to_server, PdService(node))
         self._grpc.add(
             meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(node)
         )
+        self._grpc.add(
+            keyspacepb_pb2_grpc.add_KeyspaceServicer_to_server,
+            KeyspaceService(keyspaces, lambda: node.cluster_id, lambda: node.started),
+        )
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
+        add_keyspace_routes(app, keyspaces)
         self._attach_scheduling_routes(app, node)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
