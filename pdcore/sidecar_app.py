@@ -18,9 +18,12 @@ from typing import Any
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.forward import add_leader_forwarding
+from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
@@ -35,7 +38,7 @@ from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port, member_id_of
-from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.sidecar.leader_link import LeaderLink, url_of
 from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
@@ -45,7 +48,14 @@ from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store, StoreState
-from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
+from pdcore.proto import (
+    keyspacepb_pb2_grpc,
+    kubepdpb_pb2_grpc,
+    meta_storagepb_pb2_grpc,
+    pdpb_pb2,
+    pdpb_pb2_grpc,
+)
+from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
@@ -136,6 +146,8 @@ class SidecarServer:
             tso_save_interval_ms=o.tso_save_interval_ms,
         )
         await self.node.start(serve_writes=False)
+        self.keyspaces = KeyspaceManager(self.store, self.node.clock, self.is_leader)
+        await self.keyspaces.load()
         self.link = LeaderLink(
             lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url
         )
@@ -173,11 +185,22 @@ class SidecarServer:
         add(
             meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(self.node)
         )
+        add(
+            keyspacepb_pb2_grpc.add_KeyspaceServicer_to_server,
+            KeyspaceService(
+                self.keyspaces,
+                lambda: self.node.cluster_id,
+                lambda: self.node.started,
+                leader=self.link.channel,
+            ),
+        )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
         self.propose_service = ProposeService(self.scheduling, lambda: self.node.cluster_id)
         add(kubepdpb_pb2_grpc.add_SchedulerServicer_to_server, self.propose_service)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
+        add_keyspace_routes(app, self.keyspaces)
+        add_leader_forwarding(app, self.is_leader, self._leader_url)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(o.status_addr)
@@ -248,6 +271,7 @@ class SidecarServer:
             loop.create_task(self._follow_rules()),
             loop.create_task(self._drive_store_states()),
             loop.create_task(self._follow_config()),
+            loop.create_task(self._follow_keyspaces()),
         ]
         self.started = True
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
@@ -255,6 +279,11 @@ class SidecarServer:
     def can_serve(self) -> bool:
         """What gRPC health reports: serving as pd-leader, or following a reachable one."""
         return self.started and (self.is_leader() or self.link.in_sync)
+
+    def _leader_url(self) -> str:
+        """The pd-leader's client URL for forwarded HTTP writes ("" if none or us)."""
+        url = url_of(self.leader_lease.holder)
+        return "" if url in self.member.client_urls else url
 
     def _scheduler_term(self) -> tuple[str, int] | None:
         """Our scheduler term while we hold the role (steps are signed with it)."""
@@ -272,6 +301,7 @@ class SidecarServer:
     async def _take_over(self) -> None:
         try:
             await self.node.become_leader()
+            await self.keyspaces.start_leading()
             self._reapply_watched()
             self.ready = self.leader_lease.is_held()
             log.info("serving as pd-leader", extra={"regions": len(self.node.tree)})
@@ -339,6 +369,11 @@ class SidecarServer:
         async for config in self.store.watch_config():
             self.watched_config = self.node.config = config
             log.info("cluster config from the TiKVCluster is in force")
+
+    async def _follow_keyspaces(self) -> None:
+        """Keyspace objects, live: every member answers keyspace reads itself."""
+        async for keyspaces in self.store.watch_keyspaces():
+            self.keyspaces.apply(keyspaces)
 
     def _reapply_watched(self) -> None:
         """Reloading durable state must not undo the TiKVCluster's config."""

@@ -45,9 +45,13 @@ class KeyspaceManager:
 
     async def load(self) -> None:
         """(Re)read every keyspace; watchers hear of the ones that changed."""
-        mark, keyspaces = await self.meta.load_keyspaces()
+        self._mark, keyspaces = await self.meta.load_keyspaces()
+        self.apply(keyspaces)
+
+    def apply(self, keyspaces: list[Keyspace]) -> None:
+        """Take a complete set of keyspaces as read from the store (a follower's view,
+        kept current by a watch); the id mark is read again when leading starts."""
         changed = [k for k in keyspaces if self._by_id.get(k.id) != k]
-        self._mark = mark
         self._by_id = {k.id: k for k in keyspaces}
         self._by_name = {k.name: k.id for k in keyspaces}
         self._notify(changed)

@@ -262,6 +262,17 @@ class KubeStore:
         )
         return mark, keyspaces
 
+    async def watch_keyspaces(self) -> AsyncGenerator[list[Keyspace], None]:
+        """Every keyspace of the cluster, live (how followers keep their view current)."""
+        async for objs in watching.follow(
+            self.client,
+            kinds.KEYSPACES.path(self.namespace),
+            label_selector=f"{kinds.CLUSTER_LABEL}={self.cluster}",
+        ):
+            yield sorted(
+                (convert.keyspace_from_object(o) for o in objs.values()), key=lambda k: k.id
+            )
+
     async def cas_keyspace_mark(self, expected: int, new: int) -> None:
         await self._cas("keyspaceMark", expected, new)
 

@@ -72,6 +72,12 @@ class LeaderLink:
             self.stub = pdpb_pb2_grpc.PDStub(self._channel)
         return self.stub
 
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the current pd-leader, for services other than pdpb.PD."""
+        self.current()
+        assert self._channel is not None
+        return self._channel
+
     async def forward(
         self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()
     ) -> Any:
