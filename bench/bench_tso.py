@@ -15,7 +15,7 @@ from _common import PORT_MODES, cpu_seconds, now, pct, progress, rss_bytes, star
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 
 DURATION_S = 3.0
-ROUNDS = 2
+ROUNDS = 3
 
 
 async def stream(stub: pdpb_pb2_grpc.PDStub, cid: int, until: float, lat: list[float]) -> int:
@@ -50,7 +50,7 @@ def main() -> int:
     try:
         print(
             f"{'port':>10} {'streams':>8} {'ts/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-            f" {'server CPU s':>13}"
+            f" {'server CPU s':>13} {'CPU us/ts':>10}"
         )
         for streams in (1, 8, 64):
             for rnd in range(ROUNDS):
@@ -59,9 +59,10 @@ def main() -> int:
                     cpu0 = cpu_seconds(pd.proc.pid)  # type: ignore[union-attr]
                     rate, p50, p99 = asyncio.run(run(pd.address, streams))
                     cpu = cpu_seconds(pd.proc.pid) - cpu0  # type: ignore[union-attr]
+                    per_ts = cpu / max(1.0, rate * DURATION_S) * 1e6
                     print(
                         f"{mode:>10} {streams:>8} {rate:>10.0f} {p50:>8.3f} {p99:>8.3f}"
-                        f" {cpu:>13.2f}"
+                        f" {cpu:>13.2f} {per_ts:>10.1f}"
                     )
         for mode, pd in servers.items():
             print(f"{mode} server RSS: {rss_bytes(pd.proc.pid) / 2**20:.1f} MiB")  # type: ignore[union-attr]

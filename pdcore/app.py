@@ -165,6 +165,8 @@ class PdServer:
 
     async def stop(self, grace_s: float = 1.0) -> None:
         self.serving = False
+        if self._grpc is not None:
+            await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         if self.policies is not None:
             await self.policies.stop()
         if self.wasm_host is not None:
