@@ -7,6 +7,7 @@ run side by side: gRPC alone on the client port, and the port shared with the HT
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 
 import grpc
@@ -52,7 +53,9 @@ def main() -> int:
             f"{'port':>10} {'streams':>8} {'ts/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
             f" {'server CPU s':>13} {'CPU us/ts':>10}"
         )
+        medians: list[str] = []
         for streams in (1, 8, 64):
+            rows: dict[str, list[tuple[float, ...]]] = {mode: [] for mode in servers}
             for rnd in range(ROUNDS):
                 for mode, pd in servers.items():
                     progress(f"{mode}: {streams} streams for {DURATION_S:.0f} s ({rnd + 1})")
@@ -60,10 +63,19 @@ def main() -> int:
                     rate, p50, p99 = asyncio.run(run(pd.address, streams))
                     cpu = cpu_seconds(pd.proc.pid) - cpu0  # type: ignore[union-attr]
                     per_ts = cpu / max(1.0, rate * DURATION_S) * 1e6
+                    rows[mode].append((rate, p50, p99, per_ts))
                     print(
                         f"{mode:>10} {streams:>8} {rate:>10.0f} {p50:>8.3f} {p99:>8.3f}"
                         f" {cpu:>13.2f} {per_ts:>10.1f}"
                     )
+            for mode, got in rows.items():
+                med = [statistics.median(col) for col in zip(*got, strict=True)]
+                medians.append(
+                    f"{mode:>10} {streams:>8} {med[0]:>10.0f} {med[1]:>8.3f} {med[2]:>8.3f}"
+                    f" {'':>13} {med[3]:>10.1f}"
+                )
+        print(f"medians of {ROUNDS} rounds:")
+        print("\n".join(medians))
         for mode, pd in servers.items():
             print(f"{mode} server RSS: {rss_bytes(pd.proc.pid) / 2**20:.1f} MiB")  # type: ignore[union-attr]
     finally:

@@ -5,10 +5,11 @@ grpc core owns the sockets it listens on and speaks only HTTP/2, and grpc python
 adopt an accepted socket. So the public port is an asyncio listener that looks at the
 first bytes of each connection:
 
-* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the connection is spliced to the gRPC
-  server, which listens on a private abstract unix socket. The splice is two asyncio
-  transports writing to each other (no per-message parsing, no extra task); it is the
-  only cost the shared port adds to TSO and heartbeats (numbers in docs/architecture.md);
+* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the socket is taken from asyncio and
+  spliced to the gRPC server, which listens on a private abstract unix socket: splice(2)
+  through a pipe each way, so the kernel moves the bytes and Python runs one callback
+  per readable event (no bytes objects, no parsing). That callback is the only cost the
+  shared port adds to TSO and heartbeats (numbers in docs/benchmarks.md);
 * anything else — the socket is given to the aiohttp server as if it had accepted it
   itself: aiohttp parses, the front copies nothing.
 """
@@ -16,6 +17,7 @@ first bytes of each connection:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -28,6 +30,7 @@ log = logging.getLogger("kubepd.client_port")
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SNIFF_BYTES = 4  # "PRI " is no HTTP/1.1 method; 4 bytes tell the two apart
 SNIFF_TIMEOUT_S = 10.0  # a connection that says nothing is closed
+SPLICE_BUFFER = 64 << 10
 
 
 def private_grpc_address() -> tuple[str, str]:
@@ -37,41 +40,93 @@ def private_grpc_address() -> tuple[str, str]:
     return f"unix-abstract:{name}", f"\0{name}"
 
 
-class _Splice(asyncio.Protocol):
-    """One direction of a spliced connection: bytes read here are written to `peer`,
-    with back-pressure (a full peer pauses our reading)."""
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
-    def __init__(self) -> None:
-        self.peer: asyncio.Transport | None = None
-        self.transport: asyncio.Transport | None = None
-        self.on_lost: Callable[[asyncio.Transport], None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+class _Direction:
+    """Bytes from `src` to `dst` through a pipe with splice(2): the kernel moves them,
+    Python only runs one callback per readable event. A full `dst` stops reading `src`
+    until `dst` drains (back-pressure); end of stream is passed on as a half-close."""
 
-    def data_received(self, data: bytes) -> None:
-        assert self.peer is not None
-        self.peer.write(data)
+    def __init__(self, conn: _Spliced, src: socket.socket, dst: socket.socket) -> None:
+        self.conn, self.src, self.dst = conn, src, dst
+        self.loop = conn.loop
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending = 0  # bytes in the pipe, not yet in dst
+        self.eof = False
+        self.loop.add_reader(src.fileno(), self._readable)
 
-    def eof_received(self) -> bool:
-        if self.peer is not None and self.peer.can_write_eof():
-            self.peer.write_eof()
-            return True  # keep our side open for the peer's remaining bytes
-        return False
+    def _readable(self) -> None:
+        try:
+            n = os.splice(self.src.fileno(), self.w, SPLICE_BUFFER, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.conn.close()
+            return
+        if n == 0:
+            self.loop.remove_reader(self.src.fileno())
+            self.eof = True
+        self.pending += n
+        self._flush()
 
-    def pause_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.pause_reading()
+    def _flush(self) -> None:
+        while self.pending:
+            try:
+                self.pending -= os.splice(
+                    self.r, self.dst.fileno(), self.pending, flags=_SPLICE_FLAGS
+                )
+            except BlockingIOError:
+                self.loop.remove_reader(self.src.fileno())
+                self.loop.add_writer(self.dst.fileno(), self._writable)
+                return
+            except OSError:
+                self.conn.close()
+                return
+        if self.eof:
+            self.conn.half_closed(self)
 
-    def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
+    def _writable(self) -> None:
+        self.loop.remove_writer(self.dst.fileno())
+        self._flush()
+        if not self.pending and not self.eof:
+            self.loop.add_reader(self.src.fileno(), self._readable)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
-            self.peer.close()
-        if self.on_lost is not None and self.transport is not None:
-            self.on_lost(self.transport)
+    def stop(self) -> None:
+        for fd in (self.src.fileno(), self.dst.fileno()):
+            if fd >= 0:
+                self.loop.remove_reader(fd)
+                self.loop.remove_writer(fd)
+        os.close(self.r)
+        os.close(self.w)
+
+
+class _Spliced:
+    """A client connection spliced both ways to the private gRPC socket."""
+
+    def __init__(self, front: ClientPort, client: socket.socket, upstream: socket.socket) -> None:
+        self.front, self.client, self.upstream = front, client, upstream
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.ended: set[_Direction] = set()
+        self.dirs = (_Direction(self, client, upstream), _Direction(self, upstream, client))
+
+    def half_closed(self, d: _Direction) -> None:
+        with contextlib.suppress(OSError):
+            d.dst.shutdown(socket.SHUT_WR)
+        self.ended.add(d)
+        if len(self.ended) == 2:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for d in self.dirs:
+            d.stop()
+        self.client.close()
+        self.upstream.close()
+        self.front.connections.discard(self)
 
 
 class _Sniffer(asyncio.Protocol):
@@ -117,7 +172,7 @@ class ClientPort:
         self.spliced = 0  # gRPC connections handed over
         self.http = 0  # HTTP/1.x connections handed over
         self._tasks: set[asyncio.Task[None]] = set()
-        self._spliced: set[asyncio.Transport] = set()  # client sides, closed on close()
+        self.connections: set[_Spliced] = set()  # closed on close()
 
     async def listen(self, host: str, port: int) -> int:
         """Bind (connections wait in the backlog until `serve`); returns the port."""
@@ -155,28 +210,28 @@ class ClientPort:
         proto.data_received(first)
 
     async def splice_to_grpc(self, client: asyncio.Transport, first: bytes) -> None:
+        """Take the socket from asyncio (a duplicate of its fd: closing the transport
+        then sends nothing) and splice it to a fresh connection to the gRPC server."""
         loop = asyncio.get_running_loop()
+        raw = client.get_extra_info("socket")
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        client.set_protocol(asyncio.Protocol())
+        client.abort()
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.setblocking(False)
         try:
-            upstream, up = await loop.create_unix_connection(_Splice, self.grpc_path)
+            await loop.sock_connect(upstream, self.grpc_path)
+            await loop.sock_sendall(upstream, first)
         except OSError as e:
             log.warning("gRPC server unreachable on the client port: %s", e)
-            client.close()
-            return
-        down = _Splice()
-        down.connection_made(client)
-        down.peer, up.peer = upstream, client
-        client.set_protocol(down)
-        if client.is_closing():  # the client left while we connected
+            sock.close()
             upstream.close()
             return
-        sock = client.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        upstream.write(first)
-        client.resume_reading()
+        self.connections.add(_Spliced(self, sock, upstream))
         self.spliced += 1
-        self._spliced.add(client)
-        down.on_lost = self._spliced.discard
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -188,7 +243,7 @@ class ClientPort:
         self.stop_accepting()
         for t in list(self._tasks):
             t.cancel()
-        for transport in list(self._spliced):
-            transport.close()
+        for conn in list(self.connections):
+            conn.close()
         if self.server is not None:
             await self.server.wait_closed()
