@@ -5,11 +5,11 @@ grpc core owns the sockets it listens on and speaks only HTTP/2, and grpc python
 adopt an accepted socket. So the public port is an asyncio listener that looks at the
 first bytes of each connection:
 
-* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the socket is taken from asyncio and
-  spliced to the gRPC server, which listens on a private abstract unix socket: splice(2)
-  through a pipe each way, so the kernel moves the bytes and Python runs one callback
-  per readable event (no bytes objects, no parsing). That callback is the only cost the
-  shared port adds to TSO and heartbeats (numbers in docs/benchmarks.md);
+* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the connection is spliced to the gRPC
+  server, which listens on a private abstract unix socket. The splice is two asyncio
+  transports writing to each other, reading into one reused buffer per direction (no
+  parsing, no allocation per read, no extra task); it is the only cost the shared port
+  adds to TSO and heartbeats (numbers in docs/benchmarks.md);
 * anything else — the socket is given to the aiohttp server as if it had accepted it
   itself: aiohttp parses, the front copies nothing.
 """
@@ -17,7 +17,6 @@ first bytes of each connection:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -40,93 +39,51 @@ def private_grpc_address() -> tuple[str, str]:
     return f"unix-abstract:{name}", f"\0{name}"
 
 
-_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+class _Splice(asyncio.BufferedProtocol):
+    """One direction of a spliced connection: bytes read here are written to `peer`,
+    with back-pressure (a full peer pauses our reading). Reads land in one buffer per
+    direction, reused: no allocation per read (asyncio's plain protocols allocate up to
+    256 KiB for every recv)."""
 
+    def __init__(self) -> None:
+        self.peer: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
+        self.on_lost: Callable[[asyncio.Transport], None] | None = None
+        self._buf = memoryview(bytearray(SPLICE_BUFFER))
 
-class _Direction:
-    """Bytes from `src` to `dst` through a pipe with splice(2): the kernel moves them,
-    Python only runs one callback per readable event. A full `dst` stops reading `src`
-    until `dst` drains (back-pressure); end of stream is passed on as a half-close."""
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
-    def __init__(self, conn: _Spliced, src: socket.socket, dst: socket.socket) -> None:
-        self.conn, self.src, self.dst = conn, src, dst
-        self.loop = conn.loop
-        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.pending = 0  # bytes in the pipe, not yet in dst
-        self.eof = False
-        self.loop.add_reader(src.fileno(), self._readable)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buf
 
-    def _readable(self) -> None:
-        try:
-            n = os.splice(self.src.fileno(), self.w, SPLICE_BUFFER, flags=_SPLICE_FLAGS)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.conn.close()
-            return
-        if n == 0:
-            self.loop.remove_reader(self.src.fileno())
-            self.eof = True
-        self.pending += n
-        self._flush()
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self.peer is not None
+        self.peer.write(self._buf[:nbytes])
+        if self.peer.get_write_buffer_size():
+            # Not all sent: the transport may keep a view of this buffer (Python 3.12+
+            # queues views instead of copying), so the next read needs a new one.
+            self._buf = memoryview(bytearray(SPLICE_BUFFER))
 
-    def _flush(self) -> None:
-        while self.pending:
-            try:
-                self.pending -= os.splice(
-                    self.r, self.dst.fileno(), self.pending, flags=_SPLICE_FLAGS
-                )
-            except BlockingIOError:
-                self.loop.remove_reader(self.src.fileno())
-                self.loop.add_writer(self.dst.fileno(), self._writable)
-                return
-            except OSError:
-                self.conn.close()
-                return
-        if self.eof:
-            self.conn.half_closed(self)
+    def eof_received(self) -> bool:
+        if self.peer is not None and self.peer.can_write_eof():
+            self.peer.write_eof()
+            return True  # keep our side open for the peer's remaining bytes
+        return False
 
-    def _writable(self) -> None:
-        self.loop.remove_writer(self.dst.fileno())
-        self._flush()
-        if not self.pending and not self.eof:
-            self.loop.add_reader(self.src.fileno(), self._readable)
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
 
-    def stop(self) -> None:
-        for fd in (self.src.fileno(), self.dst.fileno()):
-            if fd >= 0:
-                self.loop.remove_reader(fd)
-                self.loop.remove_writer(fd)
-        os.close(self.r)
-        os.close(self.w)
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
 
-
-class _Spliced:
-    """A client connection spliced both ways to the private gRPC socket."""
-
-    def __init__(self, front: ClientPort, client: socket.socket, upstream: socket.socket) -> None:
-        self.front, self.client, self.upstream = front, client, upstream
-        self.loop = asyncio.get_running_loop()
-        self.closed = False
-        self.ended: set[_Direction] = set()
-        self.dirs = (_Direction(self, client, upstream), _Direction(self, upstream, client))
-
-    def half_closed(self, d: _Direction) -> None:
-        with contextlib.suppress(OSError):
-            d.dst.shutdown(socket.SHUT_WR)
-        self.ended.add(d)
-        if len(self.ended) == 2:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for d in self.dirs:
-            d.stop()
-        self.client.close()
-        self.upstream.close()
-        self.front.connections.discard(self)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.peer.close()
+        if self.on_lost is not None and self.transport is not None:
+            self.on_lost(self.transport)
 
 
 class _Sniffer(asyncio.Protocol):
@@ -172,7 +129,7 @@ class ClientPort:
         self.spliced = 0  # gRPC connections handed over
         self.http = 0  # HTTP/1.x connections handed over
         self._tasks: set[asyncio.Task[None]] = set()
-        self.connections: set[_Spliced] = set()  # closed on close()
+        self._spliced: set[asyncio.Transport] = set()  # client sides, closed on close()
 
     async def listen(self, host: str, port: int) -> int:
         """Bind (connections wait in the backlog until `serve`); returns the port."""
@@ -210,28 +167,28 @@ class ClientPort:
         proto.data_received(first)
 
     async def splice_to_grpc(self, client: asyncio.Transport, first: bytes) -> None:
-        """Take the socket from asyncio (a duplicate of its fd: closing the transport
-        then sends nothing) and splice it to a fresh connection to the gRPC server."""
         loop = asyncio.get_running_loop()
-        raw = client.get_extra_info("socket")
-        sock = socket.socket(fileno=os.dup(raw.fileno()))
-        client.set_protocol(asyncio.Protocol())
-        client.abort()
-        sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        upstream.setblocking(False)
         try:
-            await loop.sock_connect(upstream, self.grpc_path)
-            await loop.sock_sendall(upstream, first)
+            upstream, up = await loop.create_unix_connection(_Splice, self.grpc_path)
         except OSError as e:
             log.warning("gRPC server unreachable on the client port: %s", e)
-            sock.close()
+            client.close()
+            return
+        down = _Splice()
+        down.connection_made(client)
+        down.peer, up.peer = upstream, client
+        client.set_protocol(down)
+        if client.is_closing():  # the client left while we connected
             upstream.close()
             return
-        self.connections.add(_Spliced(self, sock, upstream))
+        sock = client.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        upstream.write(first)
+        client.resume_reading()
         self.spliced += 1
+        self._spliced.add(client)
+        down.on_lost = self._spliced.discard
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -243,7 +200,7 @@ class ClientPort:
         self.stop_accepting()
         for t in list(self._tasks):
             t.cancel()
-        for conn in list(self.connections):
-            conn.close()
-        if self.server is not None:
-            await self.server.wait_closed()
+        for transport in list(self._spliced):
+            transport.close()
+        # No wait_closed(): from Python 3.12 it also waits for the HTTP connections,
+        # which aiohttp closes itself when its runner is cleaned up.
