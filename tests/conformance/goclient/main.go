@@ -19,6 +19,7 @@ import (
 	"github.com/pingcap/kvproto/pkg/metapb"
 	pd "github.com/tikv/pd/client"
 	"github.com/tikv/pd/client/clients/router"
+	pdhttp "github.com/tikv/pd/client/http"
 	"github.com/tikv/pd/client/opt"
 )
 
@@ -299,6 +300,22 @@ func cmdKeyspace(ctx context.Context, c pd.Client, addr, name string) {
 	if err != nil {
 		fail(fmt.Errorf("UpdateKeyspaceState: %w", err))
 	}
+	// PD's Go HTTP client finds the leader with gRPC, then sends HTTP to its client URL.
+	hc := pdhttp.NewClient("kubepd-conformance", []string{"http://" + addr})
+	if hc == nil {
+		fail(fmt.Errorf("pdhttp.NewClient failed"))
+	}
+	defer hc.Close()
+	gc := &pdhttp.KeyspaceGCManagementTypeConfig{
+		Config: pdhttp.KeyspaceGCManagementType{GCManagementType: "global_gc"},
+	}
+	if err := hc.UpdateKeyspaceGCManagementType(ctx, name, gc); err != nil {
+		fail(fmt.Errorf("UpdateKeyspaceGCManagementType: %w", err))
+	}
+	viaHTTP, err := hc.GetKeyspaceMetaByName(ctx, name)
+	if err != nil {
+		fail(fmt.Errorf("GetKeyspaceMetaByName: %w", err))
+	}
 	_, missing := c.LoadKeyspace(ctx, "no_such_keyspace")
 	missingErr := ""
 	if missing != nil {
@@ -308,6 +325,8 @@ func cmdKeyspace(ctx context.Context, c pd.Client, addr, name string) {
 		"id": meta.GetId(), "name": meta.GetName(), "state": meta.GetState().String(),
 		"config": meta.GetConfig(), "ts_physical": physical, "all": names,
 		"state_after": after.GetState().String(), "missing_error": missingErr,
+		"http_id": viaHTTP.GetId(), "http_state": viaHTTP.GetState().String(),
+		"http_config": viaHTTP.GetConfig(),
 	})
 }
 
