@@ -301,9 +301,11 @@ class SidecarServer:
     async def _take_over(self) -> None:
         try:
             await self.node.become_leader()
-            await self.keyspaces.start_leading()
             self._reapply_watched()
             self.ready = self.leader_lease.is_held()
+            # Off the path to serving TSO: keyspace ids are safe meanwhile (their mark
+            # moves by compare-and-swap), and DEFAULT usually exists already.
+            self._tasks.append(asyncio.get_running_loop().create_task(self._lead_keyspaces()))
             log.info("serving as pd-leader", extra={"regions": len(self.node.tree)})
         except Exception:
             log.exception("could not take over as pd-leader")
@@ -369,6 +371,12 @@ class SidecarServer:
         async for config in self.store.watch_config():
             self.watched_config = self.node.config = config
             log.info("cluster config from the TiKVCluster is in force")
+
+    async def _lead_keyspaces(self) -> None:
+        try:
+            await self.keyspaces.start_leading()
+        except Exception:
+            log.exception("could not load keyspaces as pd-leader (retried at the next write)")
 
     async def _follow_keyspaces(self) -> None:
         """Keyspace objects, live: every member answers keyspace reads itself."""

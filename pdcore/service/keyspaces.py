@@ -93,20 +93,27 @@ class KeyspaceManager:
         async with self._lock:
             if name in self._by_name:
                 raise KeyspaceExists(name)
-            if self._mark >= MAX_ID:
-                raise PdError(f"no keyspace id left (the largest is {MAX_ID})")
-            kid = self._mark + 1
-            try:
-                await self.meta.cas_keyspace_mark(self._mark, kid)
-            except CasConflict:  # another leader wrote since we loaded: re-read, retry
-                await self.load()
-                raise PdError("keyspace ids moved underneath; retry") from None
-            self._mark = kid
+            kid = await self._next_id()
             now = self._now()
             keyspace = Keyspace(kid, name, created_at=now, state_changed_at=now, config=config)
             await self._put(keyspace)
         log.info("keyspace created", extra={"keyspace": name, "id": kid})
         return keyspace
+
+    async def _next_id(self) -> int:
+        """Move the mark by one, by compare-and-swap: a conflict means our mark was
+        stale (a new leader that has not reloaded yet): read it again and retry."""
+        for _ in range(3):
+            if self._mark >= MAX_ID:
+                raise PdError(f"no keyspace id left (the largest is {MAX_ID})")
+            try:
+                await self.meta.cas_keyspace_mark(self._mark, self._mark + 1)
+            except CasConflict:
+                self._mark, _ = await self.meta.load_keyspaces()
+                continue
+            self._mark += 1
+            return self._mark
+        raise PdError("keyspace ids keep moving underneath; retry")
 
     async def update_state(self, kid: int, state: KeyspaceState) -> Keyspace:
         self._check_leader()
