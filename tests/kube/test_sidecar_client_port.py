@@ -52,7 +52,7 @@ async def http(method: str, sc: Sidecar, path: str, body: Any = None) -> tuple[i
 
 
 async def test_http_health_and_keyspaces_on_every_sidecar(pods: Pods, kube: KubeClient) -> None:
-    leader = await wait_leader(kube, pods)
+    leader = await wait_leader(kube, pods, timeout=60)  # a loaded 2-core machine is slow
     followers = [sc for sc in pods.sidecars if sc is not leader]
     for sc in pods.sidecars:  # the leader, and followers linked to it
         await until(f"{sc.pod} SERVING", lambda sc=sc: _is(sc, SERVING))  # type: ignore[misc]
@@ -104,7 +104,7 @@ async def test_http_health_and_keyspaces_on_every_sidecar(pods: Pods, kube: Kube
         assert (await asyncio.wait_for(watch.read(), 20)).status == NOT_SERVING
         assert (await asyncio.wait_for(watch.read(), 30)).status == SERVING
         watch.cancel()
-    await wait_leader(kube, pods, among=followers)
+    await wait_leader(kube, pods, timeout=60, among=followers)
     st, next_one = await http("POST", a, "", {"name": "tenant_after"})
     assert st == 200 and next_one["id"] == 2, next_one
 
