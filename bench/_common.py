@@ -16,9 +16,15 @@ from tests.support.pdproc import PdProcess
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def start_server(name: str = "bench") -> PdProcess:
+# The client port with gRPC alone on it, and shared with PD's HTTP API (the default):
+# benchmarks of the gRPC paths run both in one run to show what sharing costs.
+PORT_MODES = {"grpc-only": ["--client-port-http", "off"], "shared": []}
+
+
+def start_server(name: str = "bench", extra: list[str] | None = None) -> PdProcess:
     tmp = Path(tempfile.mkdtemp(prefix="kubepd-bench-"))
-    return PdProcess(tmp / "data", name=name, extra=["--log-level", "warning"]).start()
+    args = ["--log-level", "warning", *(extra or [])]
+    return PdProcess(tmp / "data", name=name, extra=args).start()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,7 +1,8 @@
 """Region heartbeat ingestion by one `kubepd serve` process (schedulers on): heartbeats
 per second and server CPU per 1,000 heartbeats for unchanged regions, measured from
 the server's own counters and /proc. The load comes from separate client processes so
-the server has its core to itself."""
+the server has its core to itself. Run once with gRPC alone on the client port and once
+with the port shared with the HTTP API (the default)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ import sys
 import urllib.request
 
 import grpc
-from _common import bootstrap_stores, cpu_seconds, now, progress, rss_bytes, start_server
+from _common import (
+    PORT_MODES,
+    bootstrap_stores,
+    cpu_seconds,
+    now,
+    progress,
+    rss_bytes,
+    start_server,
+)
 
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
+from tests.support.pdproc import PdProcess
 
 REGIONS = 20_000
 STORES = 4
@@ -106,7 +116,13 @@ async def setup(address: str) -> tuple[int, list[int], int]:
 
 
 def main() -> int:
-    pd = start_server("bench-hb")
+    for mode, extra in PORT_MODES.items():
+        print(f"client port: {mode}")
+        measure(start_server(f"bench-hb-{mode}", extra))
+    return 0
+
+
+def measure(pd: PdProcess) -> None:
     pid = pd.proc.pid  # type: ignore[union-attr]
     try:
         cid, stores, first = asyncio.run(setup(pd.address))
@@ -146,7 +162,6 @@ def main() -> int:
         print(f"server RSS: {rss_bytes(pid) / 2**20:.1f} MiB")
     finally:
         pd.stop()
-    return 0
 
 
 if __name__ == "__main__":

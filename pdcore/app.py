@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
+from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.inproc import InProcessServer
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
@@ -27,7 +29,8 @@ from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, MetaStore, RegionStorage
-from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 
 log = logging.getLogger("kubepd.server")
@@ -51,6 +54,7 @@ class ServerOptions:
     seed: int | None = None
     schedule_tick_s: float | None = None  # None: the scheduling service's default
     interceptors: list[Any] = field(default_factory=list)  # grpc.aio.ServerInterceptor
+    http_on_client_port: bool = True  # PD's HTTP API on the client URL too, as PD does
 
 
 class PdServer:
@@ -66,8 +70,9 @@ class PdServer:
         else:
             local = LocalStore(options.data_dir)
             self.store, self.region_storage = local, local
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: ClientServer | None = None
         self.inproc: InProcessServer | None = None
+        self.serving = False  # what gRPC health reports
         self._http: web.AppRunner | None = None
         self.client_address = ""
         self.status_address = ""
@@ -80,29 +85,26 @@ class PdServer:
         seed = self.options.seed
         return None if seed is None else random.Random(seed * 1_000_003 + stream)
 
-    def _listen_grpc(self) -> None:
+    async def _listen_grpc(self) -> None:
         opts = self.options
-        host, port = host_port(opts.client_urls[0])
-        self._grpc = grpc.aio.server(
-            interceptors=opts.interceptors or None,
-            options=[
-                ("grpc.max_receive_message_length", opts.max_message_bytes),
-                ("grpc.max_send_message_length", opts.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+        self._grpc = ClientServer(
+            opts.client_urls[0],
+            max_message_bytes=opts.max_message_bytes,
+            http_on_client_port=opts.http_on_client_port,
+            interceptors=opts.interceptors,
         )
-        try:
-            bound = self._grpc.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:  # grpc raises when the port is taken
-            bound = 0
-        if bound == 0:
-            raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
-        self.client_address = f"{host}:{bound}"
+        self.client_address = await self._grpc.bind()
+
+    def _add(self, add: Any, servicer: Any) -> None:
+        if self._grpc is not None:
+            self._grpc.add(add, servicer)
+        else:
+            add(servicer, self.inproc)
 
     async def start(self) -> None:
         opts = self.options
         if opts.listen:
-            self._listen_grpc()
+            await self._listen_grpc()
             _, port = host_port(opts.client_urls[0])
         else:
             self.inproc, port = InProcessServer(), 0
@@ -126,13 +128,21 @@ class PdServer:
         )
         self.node = node
         await node.start()
+        keyspaces = KeyspaceManager(self.store, opts.clock, lambda: True)  # one member: leader
+        await keyspaces.start_leading()
         if opts.enable_scheduling:
             self._start_scheduling(node)
-        target: Any = self._grpc if self._grpc is not None else self.inproc
-        pdpb_pb2_grpc.add_PDServicer_to_server(PdService(node), target)
-        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(MetaStorageService(node), target)
+        self._add(pdpb_pb2_grpc.add_PDServicer_to_server, PdService(node))
+        self._add(
+            meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(node)
+        )
+        self._add(
+            keyspacepb_pb2_grpc.add_KeyspaceServicer_to_server,
+            KeyspaceService(keyspaces, lambda: node.cluster_id, lambda: node.started),
+        )
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
+        add_keyspace_routes(app, keyspaces)
         self._attach_scheduling_routes(app, node)
         if self._grpc is None:
             log.info("kubepd serving in process", extra={"cluster_id": node.cluster_id})
@@ -146,7 +156,9 @@ class PdServer:
         sockets = getattr(server, "sockets", None) or []
         real_port = sockets[0].getsockname()[1] if sockets else sport
         self.status_address = f"{shost}:{real_port}"
-        await self._grpc.start()
+        await self._grpc.start(lambda: self.serving, self._http.server)
+        self.serving = True
+        await self._grpc.health.refresh()
         log.info(
             "kubepd serving",
             extra={
@@ -189,6 +201,9 @@ class PdServer:
         add_policy_routes(app, self.policies, self.wasm_host)
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        self.serving = False
+        if self._grpc is not None:
+            await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         if self.policies is not None:
             await self.policies.stop()
         if self.wasm_host is not None:

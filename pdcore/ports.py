@@ -14,6 +14,7 @@ from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.commands import RegionCommand
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.gc import GcState
+from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 
@@ -85,6 +86,16 @@ class MetaStore(Protocol):
     async def save_config(self, config: ClusterConfig) -> None: ...
 
     async def save_global_config(self, items: dict[str, bytes | None]) -> None: ...
+
+    async def load_keyspaces(self) -> tuple[int, list[Keyspace]]:
+        """The keyspace id mark (the highest id ever handed out) and every keyspace."""
+        ...
+
+    async def cas_keyspace_mark(self, expected: int, new: int) -> None: ...
+
+    async def save_keyspace(self, keyspace: Keyspace) -> None:
+        """Create or replace the keyspace with this id."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
+from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.forward import add_leader_forwarding
+from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
@@ -34,8 +37,8 @@ from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
-from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
-from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.net import host_port, member_id_of
+from pdcore.adapters.sidecar.leader_link import LeaderLink, url_of
 from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
@@ -45,7 +48,14 @@ from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store, StoreState
-from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
+from pdcore.proto import (
+    keyspacepb_pb2_grpc,
+    kubepdpb_pb2_grpc,
+    meta_storagepb_pb2_grpc,
+    pdpb_pb2,
+    pdpb_pb2_grpc,
+)
+from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
@@ -75,7 +85,8 @@ class SidecarServer:
         self.client = KubeClient.auto(opts.kubeconfig)
         self.store = KubeStore(self.client, opts.namespace, opts.cluster)
         self.ready = False
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: ClientServer | None = None
+        self.started = False  # start() has finished and stop() has not begun
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.client_address = ""
@@ -103,12 +114,8 @@ class SidecarServer:
 
     async def start(self) -> None:
         o = self.opts
-        host, port = host_port(o.client_urls[0])
-        self._grpc = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
-        )
-        bound = self._grpc.add_insecure_port(f"{host}:{port}")
-        self.client_address = f"{host}:{bound}"
+        self._grpc = ClientServer(o.client_urls[0])
+        self.client_address = await self._grpc.bind()
         url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
@@ -139,6 +146,8 @@ class SidecarServer:
             tso_save_interval_ms=o.tso_save_interval_ms,
         )
         await self.node.start(serve_writes=False)
+        self.keyspaces = KeyspaceManager(self.store, self.node.clock, self.is_leader)
+        await self.keyspaces.load()
         self.link = LeaderLink(
             lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url
         )
@@ -169,24 +178,34 @@ class SidecarServer:
         self.service = SidecarService(
             self.node, self.link, self.is_leader, self.local_streams, o.pod_name
         )
-        pdpb_pb2_grpc.add_PDServicer_to_server(self.service, self._grpc)
-        kubepdpb_pb2_grpc.add_SidecarServicer_to_server(self.steps, self._grpc)
-        kubepdpb_pb2_grpc.add_LeaderServicer_to_server(
-            StoreFeed(self.node, self.is_leader), self._grpc
+        add = self._grpc.add
+        add(pdpb_pb2_grpc.add_PDServicer_to_server, self.service)
+        add(kubepdpb_pb2_grpc.add_SidecarServicer_to_server, self.steps)
+        add(kubepdpb_pb2_grpc.add_LeaderServicer_to_server, StoreFeed(self.node, self.is_leader))
+        add(
+            meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(self.node)
         )
-        meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
-            MetaStorageService(self.node), self._grpc
+        add(
+            keyspacepb_pb2_grpc.add_KeyspaceServicer_to_server,
+            KeyspaceService(
+                self.keyspaces,
+                lambda: self.node.cluster_id,
+                lambda: self.node.started,
+                leader=self.link.channel,
+            ),
         )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
         self.propose_service = ProposeService(self.scheduling, lambda: self.node.cluster_id)
-        kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
+        add(kubepdpb_pb2_grpc.add_SchedulerServicer_to_server, self.propose_service)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
+        add_keyspace_routes(app, self.keyspaces)
+        add_leader_forwarding(app, self.is_leader, self._leader_url)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(o.status_addr)
         await web.TCPSite(self._http, shost, sport).start()
-        await self._grpc.start()
+        await self._grpc.start(self.can_serve, self._http.server)
         self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
         self.scheduling.start()
@@ -252,8 +271,19 @@ class SidecarServer:
             loop.create_task(self._follow_rules()),
             loop.create_task(self._drive_store_states()),
             loop.create_task(self._follow_config()),
+            loop.create_task(self._follow_keyspaces()),
         ]
+        self.started = True
         log.info("sidecar serving", extra={"client": self.client_address, "pod": o.pod_name})
+
+    def can_serve(self) -> bool:
+        """What gRPC health reports: serving as pd-leader, or following a reachable one."""
+        return self.started and (self.is_leader() or self.link.in_sync)
+
+    def _leader_url(self) -> str:
+        """The pd-leader's client URL for forwarded HTTP writes ("" if none or us)."""
+        url = url_of(self.leader_lease.holder)
+        return "" if url in self.member.client_urls else url
 
     def _scheduler_term(self) -> tuple[str, int] | None:
         """Our scheduler term while we hold the role (steps are signed with it)."""
@@ -273,6 +303,9 @@ class SidecarServer:
             await self.node.become_leader()
             self._reapply_watched()
             self.ready = self.leader_lease.is_held()
+            # Off the path to serving TSO: keyspace ids are safe meanwhile (their mark
+            # moves by compare-and-swap), and DEFAULT usually exists already.
+            self._tasks.append(asyncio.get_running_loop().create_task(self._lead_keyspaces()))
             log.info("serving as pd-leader", extra={"regions": len(self.node.tree)})
         except Exception:
             log.exception("could not take over as pd-leader")
@@ -339,6 +372,17 @@ class SidecarServer:
             self.watched_config = self.node.config = config
             log.info("cluster config from the TiKVCluster is in force")
 
+    async def _lead_keyspaces(self) -> None:
+        try:
+            await self.keyspaces.start_leading()
+        except Exception:
+            log.exception("could not load keyspaces as pd-leader (retried at the next write)")
+
+    async def _follow_keyspaces(self) -> None:
+        """Keyspace objects, live: every member answers keyspace reads itself."""
+        async for keyspaces in self.store.watch_keyspaces():
+            self.keyspaces.apply(keyspaces)
+
     def _reapply_watched(self) -> None:
         """Reloading durable state must not undo the TiKVCluster's config."""
         if self.watched_config is not None:
@@ -356,6 +400,9 @@ class SidecarServer:
                     log.debug("refresh failed", exc_info=True)
 
     async def stop(self) -> None:
+        self.started = False
+        if self._grpc is not None:
+            await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         for t in self._tasks:
             t.cancel()
         await self.region_operators.stop()

@@ -26,6 +26,7 @@ CONFIG_KEYS: dict[str, type] = {
     "log_level": str,
     "log_format": str,
     "max_message_bytes": int,
+    "client_port_http": str,
 }
 
 
@@ -52,7 +53,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--client-urls",
         default=None,
-        help="URL to listen on for PD gRPC (default: http://127.0.0.1:2379)",
+        help="URL to listen on for PD gRPC and PD's HTTP API, one port as PD "
+        "(default: http://127.0.0.1:2379)",
     )
     p.add_argument(
         "--advertise-client-urls",
@@ -63,6 +65,13 @@ def add_parser(sub: Any) -> None:
         "--status-addr",
         default=None,
         help="HOST:PORT for /health, /metrics and /pd/api/v1 (default: 127.0.0.1:2381)",
+    )
+    p.add_argument(
+        "--client-port-http",
+        default=None,
+        choices=["on", "off"],
+        help="serve PD's HTTP API on the client URL beside gRPC; 'off' leaves the client "
+        "port to gRPC alone (HTTP stays on --status-addr) (default: on)",
     )
     p.add_argument(
         "--max-message-bytes",
@@ -115,12 +124,17 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "log_level": "info",
         "log_format": "json",
         "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
+        "client_port_http": "on",
     }
     merged = {**defaults, **load_config(args.config)}
     for key in CONFIG_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
+    if merged["client_port_http"] not in ("on", "off"):
+        raise SystemExit(
+            f"kubepd: client-port-http must be 'on' or 'off', not {merged['client_port_http']!r}"
+        )
     if merged["data_dir"] is None:
         merged["data_dir"] = f"data/{merged['name']}"
     return merged
@@ -140,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         status_addr=cfg["status_addr"],
         max_message_bytes=cfg["max_message_bytes"],
+        http_on_client_port=cfg["client_port_http"] != "off",
     )
     return asyncio.run(_serve(options))
 

@@ -187,3 +187,34 @@ def test_kill9_during_tso_load_never_goes_back(
     stub = pd.stub()
     new_id = stub.AllocID(pdpb_pb2.AllocIDRequest(header=h)).id
     assert new_id > max(ids_before)
+
+
+def test_a_keyspace_client_loads_and_uses_its_keyspace(pdclient: Path, pd: PdProcess) -> None:
+    """The keyspace is created through PD's HTTP API on the client port (as pd-ctl
+    would), then the Go client loads it by name, binds a client to its id and uses it,
+    and PD's Go HTTP client reads and patches it at the client URL."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://{pd.address}/pd/api/v2/keyspaces",
+        data=json.dumps(
+            {"name": "tenant_go", "config": {"gc_management_type": "keyspace_level_gc"}}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        created = json.loads(r.read())
+    out = run(pdclient, pd, "-keyspace", "tenant_go", "keyspace")
+    assert out["id"] == created["id"] == 1
+    assert (out["name"], out["state"]) == ("tenant_go", "ENABLED")
+    assert out["config"] == {"gc_management_type": "keyspace_level_gc"}
+    assert int(out["ts_physical"]) > 0  # type: ignore[call-overload]
+    assert out["all"] == ["DEFAULT", "tenant_go"]
+    assert out["state_after"] == "DISABLED"
+    assert "does not exist" in str(out["missing_error"])
+    # PD's Go HTTP client, on the client URL it discovered over gRPC: same port.
+    assert (out["http_id"], out["http_state"]) == (1, "DISABLED")
+    assert out["http_config"] == {"gc_management_type": "global_gc"}
+    with urllib.request.urlopen(f"http://{pd.address}/pd/api/v2/keyspaces/tenant_go") as r:
+        assert json.loads(r.read())["state"] == "DISABLED"

@@ -35,6 +35,7 @@ def test_help_explains_every_flag() -> None:
         "--log-level",
         "--log-format",
         "--max-message-bytes",
+        "--client-port-http",
     ):
         line = next((ln for ln in out.splitlines() if flag in ln), "")
         assert line, flag
@@ -47,6 +48,9 @@ def test_config_file_and_bad_config(tmp_path: Path) -> None:
     bad.write_text('nmae = "typo"\n')
     out = kubepd("serve", "--config", str(bad))
     assert out.returncode != 0 and "unknown key 'nmae'" in out.stderr
+    bad.write_text('client-port-http = "maybe"\n')
+    out = kubepd("serve", "--config", str(bad))
+    assert out.returncode != 0 and "client-port-http must be 'on' or 'off'" in out.stderr
     port, status = free_port(), free_port()
     good = tmp_path / "pd.toml"
     good.write_text(

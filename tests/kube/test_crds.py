@@ -27,6 +27,7 @@ PLURALS = [
     "regionoperators",
     "schedulingpolicies",
     "pdmetas",
+    "keyspaces",
 ]
 B64_WASM = "AGFzbQEAAAA="
 SHA = "ab" * 32
@@ -63,6 +64,12 @@ def spol(**spec: Any) -> dict[str, Any]:
 
 def pdm(**spec: Any) -> dict[str, Any]:
     return obj("PDMeta", {"clusterID": "7", "idMark": "1000", "tsoWindow": "0", **spec})
+
+
+def ks(**spec: Any) -> dict[str, Any]:
+    return obj(
+        "Keyspace", {"cluster": "c", "id": 1, "name": "tenant_a", "state": "ENABLED", **spec}
+    )
 
 
 VALID = [
@@ -128,6 +135,9 @@ VALID = [
     ("schedulingpolicies", spol(module={"configMapRef": {"name": "pol", "key": "p.wasm"}})),
     ("pdmetas", pdm()),
     ("pdmetas", pdm(bootstrapped=True, clusterMeta={"id": 7}, globalConfig={"k": "00ff"})),
+    ("pdmetas", pdm(keyspaceMark="3")),
+    ("keyspaces", ks(config={"gc_management_type": "keyspace_level_gc"}, createdAt=1)),
+    ("keyspaces", ks(id=0, name="DEFAULT", state="TOMBSTONE")),
 ]
 
 INVALID = [
@@ -238,6 +248,12 @@ INVALID = [
     ("pdmetas", pdm(idMark="ten"), "spec.idMark"),
     ("pdmetas", pdm(bootstrapped=True), "a bootstrapped cluster needs clusterMeta"),
     ("pdmetas", pdm(globalConfig={"k": "xyz"}), "spec.globalConfig"),
+    ("pdmetas", pdm(keyspaceMark="-1"), "spec.keyspaceMark"),
+    # Keyspace
+    ("keyspaces", ks(id=1 << 24), "spec.id"),
+    ("keyspaces", ks(name="no spaces"), "spec.name"),
+    ("keyspaces", ks(state="GONE"), "spec.state"),
+    ("keyspaces", ks(config={"k": 1}), "spec.config.k"),
 ]
 
 
@@ -252,7 +268,7 @@ async def test_crds_are_established_with_names_and_category(kube: KubeClient) ->
         assert names["categories"] == ["kubepd"] and names["shortNames"]
         version = crd["spec"]["versions"][0]
         assert version["name"] == "v1alpha1" and version["additionalPrinterColumns"]
-        if plural != "pdmetas":
+        if plural not in ("pdmetas", "keyspaces"):
             assert "status" in version.get("subresources", {})
 
 
@@ -289,6 +305,9 @@ UPDATES = [
         {"bootstrapped": False},
         "a bootstrapped cluster stays bootstrapped",
     ),
+    ("pdmetas", pdm(keyspaceMark="5"), {"keyspaceMark": "4"}, "keyspaceMark never goes back"),
+    ("keyspaces", ks(), {"name": "other"}, "a keyspace keeps its id and name"),
+    ("keyspaces", ks(state="TOMBSTONE"), {"state": "ENABLED"}, "a TOMBSTONE keyspace stays"),
     ("tikvstores", tks(), {"storeID": 2}, "storeID is immutable"),
     ("tikvstores", tks(), {"cluster": "d"}, "cluster is immutable"),
     (

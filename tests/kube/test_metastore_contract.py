@@ -166,3 +166,23 @@ async def test_a_pd_node_continues_where_it_stopped(backend: Open) -> None:
     assert (await again.tso(1)).compose() > ts.compose()
     assert again.gc.safe_point == 42
     await again.stop()
+
+
+async def test_keyspaces_persist_and_their_mark_moves_by_compare_and_swap(backend: Open) -> None:
+    from pdcore.domain.keyspace import Keyspace, KeyspaceState
+
+    a, b = backend(), backend()
+    assert await a.load_keyspaces() == (0, [])
+    await a.cas_keyspace_mark(0, 1)
+    with pytest.raises(CasConflict):
+        await b.cas_keyspace_mark(0, 1)  # b's id 1 would be handed out twice
+    one = Keyspace(1, "Tenant_1", created_at=5, state_changed_at=5, config={"k": "v"})
+    await a.save_keyspace(Keyspace(0, "DEFAULT", created_at=5, state_changed_at=5))
+    await a.save_keyspace(one)
+    await b.save_keyspace(one.with_state(KeyspaceState.DISABLED, 9))
+    mark, keyspaces = await backend().load_keyspaces()
+    assert mark == 1
+    assert keyspaces == [
+        Keyspace(0, "DEFAULT", created_at=5, state_changed_at=5),
+        Keyspace(1, "Tenant_1", KeyspaceState.DISABLED, 5, 9, {"k": "v"}),
+    ]

@@ -20,6 +20,7 @@ from pdcore.domain.config import (
     ScheduleConfig,
     update_from_pd_json,
 )
+from pdcore.domain.keyspace import Keyspace, KeyspaceState
 from pdcore.domain.store import NodeState, Store, StoreState
 from pdcore.scheduling.rules import LabelConstraint, Rule
 
@@ -193,3 +194,28 @@ def config_from_cluster(obj: Obj) -> ClusterConfig:
     )
     assert isinstance(schedule, ScheduleConfig) and isinstance(replication, ReplicationConfig)
     return ClusterConfig(schedule, replication)
+
+
+def keyspace_spec(cluster: str, k: Keyspace) -> Obj:
+    """A Keyspace object's spec (camelCase, like the other kinds)."""
+    return {
+        "cluster": cluster,
+        "id": k.id,
+        "name": k.name,
+        "state": k.state.name,
+        "createdAt": k.created_at,
+        "stateChangedAt": k.state_changed_at,
+        "config": dict(k.config),
+    }
+
+
+def keyspace_from_object(obj: Obj) -> Keyspace:
+    spec = obj.get("spec") or {}
+    return Keyspace(
+        id=int(spec["id"]),
+        name=str(spec["name"]),
+        state=KeyspaceState[spec.get("state", "ENABLED")],
+        created_at=int(spec.get("createdAt", 0)),
+        state_changed_at=int(spec.get("stateChangedAt", 0)),
+        config={str(k): str(v) for k, v in (spec.get("config") or {}).items()},
+    )

@@ -40,6 +40,7 @@ from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
 from pdcore.domain.gc import GcState
+from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.ports import Clock, PersistedState
@@ -247,6 +248,67 @@ class KubeStore:
 
     async def cas_tso_window(self, expected: int, new: int) -> None:
         await self._cas("tsoWindow", expected, new)
+
+    # -- keyspaces: the id mark in PDMeta, one Keyspace object each ---------------------
+    async def load_keyspaces(self) -> tuple[int, list[Keyspace]]:
+        meta = await self._read_meta(create=False)
+        mark = int(((meta or {}).get("spec") or {}).get("keyspaceMark") or 0)
+        listing = await self.client.list_objects(
+            kinds.KEYSPACES.path(self.namespace),
+            label_selector=f"{kinds.CLUSTER_LABEL}={self.cluster}",
+        )
+        keyspaces = sorted(
+            (convert.keyspace_from_object(o) for o in listing.items), key=lambda k: k.id
+        )
+        return mark, keyspaces
+
+    async def watch_keyspaces(self) -> AsyncGenerator[list[Keyspace], None]:
+        """Every keyspace of the cluster, live (how followers keep their view current)."""
+        async for objs in watching.follow(
+            self.client,
+            kinds.KEYSPACES.path(self.namespace),
+            label_selector=f"{kinds.CLUSTER_LABEL}={self.cluster}",
+        ):
+            yield sorted(
+                (convert.keyspace_from_object(o) for o in objs.values()), key=lambda k: k.id
+            )
+
+    async def cas_keyspace_mark(self, expected: int, new: int) -> None:
+        await self._cas("keyspaceMark", expected, new)
+
+    async def save_keyspace(self, keyspace: Keyspace) -> None:
+        name = f"{self.cluster}-keyspace-{keyspace.id}"
+        path = kinds.KEYSPACES.path(self.namespace, name)
+        spec = convert.keyspace_spec(self.cluster, keyspace)
+        body: Obj = {
+            "apiVersion": kinds.API_VERSION,
+            "kind": "Keyspace",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {kinds.CLUSTER_LABEL: self.cluster},
+            },
+            "spec": spec,
+        }
+        while True:  # only the pd-leader writes keyspaces: a 409 is a stale read of ours
+            try:
+                current = await self.client.get(path)
+            except NotFound:
+                try:
+                    await self.client.create(kinds.KEYSPACES.path(self.namespace), body)
+                    self.writes += 1
+                    return
+                except Conflict:
+                    continue
+            if current.get("spec") == spec:
+                return
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                await self.client.replace(path, body)
+                self.writes += 1
+                return
+            except Conflict:
+                self.conflicts += 1
 
     async def _set(self, key: str, value: Any) -> None:
         def change(spec: Spec) -> Spec:

@@ -53,6 +53,7 @@ class LeaderLink:
         self._tso_task: asyncio.Task[None] | None = None
         self.forwarded = 0
         self.tso_batches = 0
+        self.in_sync = False  # the region-sync stream from the pd-leader is flowing
 
     def current(self) -> pdpb_pb2_grpc.PDStub:
         url = url_of(self._holder())
@@ -70,6 +71,12 @@ class LeaderLink:
             self._channel = grpc.aio.insecure_channel(address)
             self.stub = pdpb_pb2_grpc.PDStub(self._channel)
         return self.stub
+
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the current pd-leader, for services other than pdpb.PD."""
+        self.current()
+        assert self._channel is not None
+        return self._channel
 
     async def forward(
         self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()
@@ -163,6 +170,7 @@ class LeaderLink:
                 )
                 call = stub.SyncRegions(_one_then_wait(req, done))
                 async for resp in call:
+                    self.in_sync = True
                     if not resp.regions and caught_up is not None:
                         caught_up()
                     for i, meta in enumerate(resp.regions):
@@ -185,6 +193,7 @@ class LeaderLink:
             except (grpc.aio.AioRpcError, NotLeader, PdError) as e:
                 log.debug("region sync interrupted: %s", e)
             finally:
+                self.in_sync = False
                 done.set()
                 if call is not None:
                     call.cancel()

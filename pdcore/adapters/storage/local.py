@@ -21,6 +21,7 @@ from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
 from pdcore.domain.gc import GcState
+from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.ports import PersistedState
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stores (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS regions (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS global_config (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS keyspaces (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -172,6 +174,28 @@ class LocalStore:
                             "INSERT OR REPLACE INTO global_config(name, value) VALUES(?, ?)",
                             (name, value),
                         )
+
+        await self._run(write)
+
+    async def load_keyspaces(self) -> tuple[int, list[Keyspace]]:
+        def read(db: sqlite3.Connection) -> tuple[int, list[Keyspace]]:
+            rows = db.execute("SELECT body FROM keyspaces ORDER BY id")
+            keyspaces = [serde.keyspace_from_json(json.loads(body)) for (body,) in rows]
+            return int(self._get(db, "keyspace_mark") or 0), keyspaces
+
+        return await self._run(read)
+
+    async def cas_keyspace_mark(self, expected: int, new: int) -> None:
+        await self._cas("keyspace_mark", expected, new)
+
+    async def save_keyspace(self, keyspace: Keyspace) -> None:
+        body = json.dumps(serde.keyspace_to_json(keyspace))
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "INSERT OR REPLACE INTO keyspaces(id, body) VALUES(?, ?)", (keyspace.id, body)
+                )
 
         await self._run(write)
 

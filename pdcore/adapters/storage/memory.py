@@ -13,6 +13,7 @@ from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
 from pdcore.domain.gc import GcState
+from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.ports import PersistedState
@@ -22,6 +23,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.state = PersistedState()
         self.regions: dict[int, Region] = {}
+        self.keyspaces: dict[int, Keyspace] = {}
+        self.keyspace_mark = 0
         self.fail_writes = False
         self.writes = 0
 
@@ -82,6 +85,19 @@ class MemoryStore:
                 self.state.global_config.pop(k, None)
             else:
                 self.state.global_config[k] = v
+
+    async def load_keyspaces(self) -> tuple[int, list[Keyspace]]:
+        return self.keyspace_mark, list(self.keyspaces.values())
+
+    async def cas_keyspace_mark(self, expected: int, new: int) -> None:
+        if self.keyspace_mark != expected:
+            raise CasConflict(f"keyspace mark is {self.keyspace_mark}, expected {expected}")
+        self._write()
+        self.keyspace_mark = new
+
+    async def save_keyspace(self, keyspace: Keyspace) -> None:
+        self._write()
+        self.keyspaces[keyspace.id] = keyspace
 
     async def load_regions(self) -> list[Region]:
         return list(self.regions.values())

@@ -12,6 +12,7 @@ from typing import Any
 from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig, ReplicationConfig, ScheduleConfig
 from pdcore.domain.gc import GcState, ServiceSafePoint
+from pdcore.domain.keyspace import Keyspace, KeyspaceState
 from pdcore.domain.region import FlowStats, Peer, PeerRole, PeerStats, Region, RegionEpoch
 from pdcore.domain.store import NodeState, Store, StoreState, StoreStats
 
@@ -150,3 +151,26 @@ def config_from_json(d: Json) -> ClusterConfig:
     if "location_labels" in repl:
         repl["location_labels"] = tuple(repl["location_labels"])
     return ClusterConfig(ScheduleConfig(**sched), ReplicationConfig(**repl))
+
+
+def keyspace_to_json(k: Keyspace) -> Json:
+    """PD's JSON shape of a keyspace (its HTTP API answers the same)."""
+    return {
+        "id": k.id,
+        "name": k.name,
+        "state": k.state.name,
+        "created_at": k.created_at,
+        "state_changed_at": k.state_changed_at,
+        "config": dict(k.config),
+    }
+
+
+def keyspace_from_json(d: Json) -> Keyspace:
+    return Keyspace(
+        id=int(d["id"]),
+        name=str(d["name"]),
+        state=KeyspaceState[d.get("state", "ENABLED")],
+        created_at=int(d.get("created_at", 0)),
+        state_changed_at=int(d.get("state_changed_at", 0)),
+        config={str(k): str(v) for k, v in (d.get("config") or {}).items()},
+    )

@@ -15,9 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pingcap/kvproto/pkg/keyspacepb"
 	"github.com/pingcap/kvproto/pkg/metapb"
 	pd "github.com/tikv/pd/client"
 	"github.com/tikv/pd/client/clients/router"
+	pdhttp "github.com/tikv/pd/client/http"
 	"github.com/tikv/pd/client/opt"
 )
 
@@ -269,6 +271,65 @@ func cmdGC(ctx context.Context, c pd.Client) {
 	emit(map[string]any{"safe_point": sp, "after_lower": back, "service_min": min})
 }
 
+// cmdKeyspace looks a keyspace up by name as a keyspace-aware client starts, then uses a
+// client bound to that keyspace id (TSO, the keyspace API, a state change).
+func cmdKeyspace(ctx context.Context, c pd.Client, addr, name string) {
+	meta, err := c.LoadKeyspace(ctx, name)
+	if err != nil {
+		fail(fmt.Errorf("LoadKeyspace(%s): %w", name, err))
+	}
+	kc, err := pd.NewClientWithKeyspace(ctx, meta.GetId(), []string{addr}, pd.SecurityOption{},
+		opt.WithMaxErrorRetry(3), opt.WithCustomTimeoutOption(3*time.Second))
+	if err != nil {
+		fail(fmt.Errorf("NewClientWithKeyspace(%d): %w", meta.GetId(), err))
+	}
+	defer kc.Close()
+	physical, _, err := kc.GetTS(ctx)
+	if err != nil {
+		fail(fmt.Errorf("GetTS in keyspace %d: %w", meta.GetId(), err))
+	}
+	all, err := kc.GetAllKeyspaces(ctx, 0, 0)
+	if err != nil {
+		fail(fmt.Errorf("GetAllKeyspaces: %w", err))
+	}
+	var names []string
+	for _, k := range all {
+		names = append(names, k.GetName())
+	}
+	after, err := kc.UpdateKeyspaceState(ctx, meta.GetId(), keyspacepb.KeyspaceState_DISABLED)
+	if err != nil {
+		fail(fmt.Errorf("UpdateKeyspaceState: %w", err))
+	}
+	// PD's Go HTTP client finds the leader with gRPC, then sends HTTP to its client URL.
+	hc := pdhttp.NewClient("kubepd-conformance", []string{"http://" + addr})
+	if hc == nil {
+		fail(fmt.Errorf("pdhttp.NewClient failed"))
+	}
+	defer hc.Close()
+	gc := &pdhttp.KeyspaceGCManagementTypeConfig{
+		Config: pdhttp.KeyspaceGCManagementType{GCManagementType: "global_gc"},
+	}
+	if err := hc.UpdateKeyspaceGCManagementType(ctx, name, gc); err != nil {
+		fail(fmt.Errorf("UpdateKeyspaceGCManagementType: %w", err))
+	}
+	viaHTTP, err := hc.GetKeyspaceMetaByName(ctx, name)
+	if err != nil {
+		fail(fmt.Errorf("GetKeyspaceMetaByName: %w", err))
+	}
+	_, missing := c.LoadKeyspace(ctx, "no_such_keyspace")
+	missingErr := ""
+	if missing != nil {
+		missingErr = missing.Error()
+	}
+	emit(map[string]any{
+		"id": meta.GetId(), "name": meta.GetName(), "state": meta.GetState().String(),
+		"config": meta.GetConfig(), "ts_physical": physical, "all": names,
+		"state_after": after.GetState().String(), "missing_error": missingErr,
+		"http_id": viaHTTP.GetId(), "http_state": viaHTTP.GetState().String(),
+		"http_config": viaHTTP.GetConfig(),
+	})
+}
+
 func main() {
 	addr := flag.String("pd", "127.0.0.1:2379", "PD address host:port")
 	n := flag.Int("n", 10000, "tso: number of timestamps")
@@ -278,9 +339,10 @@ func main() {
 	keys := flag.String("keys", "", "regions: comma-separated keys to look up")
 	id := flag.Uint64("id", 0, "regions: region id; stores: store id")
 	useRouter := flag.Bool("router", false, "use the QueryRegion batch router for region lookups")
+	keyspace := flag.String("keyspace", "DEFAULT", "keyspace: the keyspace name to load and use")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fail(fmt.Errorf("usage: pdclient [flags] members|tso|tso-load|regions|stores|gc"))
+		fail(fmt.Errorf("usage: pdclient [flags] members|tso|tso-load|regions|stores|gc|keyspace"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration+60*time.Second)
 	defer cancel()
@@ -303,6 +365,8 @@ func main() {
 		cmdStores(ctx, c, *id)
 	case "gc":
 		cmdGC(ctx, c)
+	case "keyspace":
+		cmdKeyspace(ctx, c, *addr, *keyspace)
 	default:
 		fail(fmt.Errorf("unknown command %q", flag.Arg(0)))
 	}
