@@ -33,8 +33,9 @@ async def test_http_api_and_grpc_share_the_client_port(
         async with http.get(url + "/leader") as r:
             assert r.status == 200 and (await r.json())["name"] == "pd-e2e"
         async with http.get(url + "/store/12345") as r:
-            assert r.status == 404  # PD's answers, on this port too
-        async with http.get(url + "/store/abc") as r:
+            # PD's answers, on this port too: before bootstrap, PD's 500 and its message.
+            assert r.status == 500 and "not bootstrapped" in await r.json()
+        async with http.post(url + "/config", data=b"{not json") as r:
             assert r.status == 400
     assert members["header"]["cluster_id"] == grpc_members.header.cluster_id != 0
     front = server._grpc.front  # type: ignore[union-attr]
