@@ -16,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.etcd import add_etcd_services
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.http.api import build_app
@@ -24,8 +25,9 @@ from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.config import ClusterConfig
-from pdcore.ports import Clock, MetaStore, RegionStorage
+from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage
 from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.service.etcd import EtcdService
 from pdcore.service.node import Member, PdNode
 
 log = logging.getLogger("kubepd.server")
@@ -51,12 +53,14 @@ class PdServer:
         self.options = options
         self.store: MetaStore
         self.region_storage: RegionStorage
+        self.etcd_store: EtcdStore
         if options.data_dir is None:
             mem = MemoryStore()
-            self.store, self.region_storage = mem, mem
+            self.store, self.region_storage, self.etcd_store = mem, mem, mem
         else:
             local = LocalStore(options.data_dir)
-            self.store, self.region_storage = local, local
+            self.store, self.region_storage, self.etcd_store = local, local, local
+        self.etcd: EtcdService | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.client_address = ""
@@ -108,6 +112,9 @@ class PdServer:
         meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server(
             MetaStorageService(node), self._grpc
         )
+        self.etcd = EtcdService(node, self.etcd_store, opts.clock)
+        await self.etcd.start()
+        add_etcd_services(self.etcd, self._grpc)
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         self._attach_scheduling_routes(app, node)
@@ -166,6 +173,8 @@ class PdServer:
             await self._grpc.stop(grace_s)
         if self._http is not None:
             await self._http.cleanup()
+        if self.etcd is not None:
+            await self.etcd.stop()
         if self.node is not None:
             sched = self.node.scheduling
             if sched is not None and hasattr(sched, "stop"):

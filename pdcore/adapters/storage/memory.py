@@ -15,13 +15,14 @@ from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
 from pdcore.domain.gc import GcState
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
-from pdcore.ports import PersistedState
+from pdcore.ports import EtcdChange, EtcdState, PersistedState
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.state = PersistedState()
         self.regions: dict[int, Region] = {}
+        self.etcd = EtcdState()
         self.fail_writes = False
         self.writes = 0
 
@@ -82,6 +83,21 @@ class MemoryStore:
                 self.state.global_config.pop(k, None)
             else:
                 self.state.global_config[k] = v
+
+    async def load_etcd(self) -> EtcdState:
+        return copy.deepcopy(self.etcd)
+
+    async def save_etcd(self, change: EtcdChange) -> None:
+        self._write()
+        gone = set(change.dropped)
+        kept = [r for r in self.etcd.records if (r.revision, r.sub) not in gone]
+        self.etcd.records = kept + list(change.added)
+        self.etcd.revision = change.revision
+        if change.compact_revision is not None:
+            self.etcd.compact_revision = change.compact_revision
+        self.etcd.leases.update(change.leases_granted)
+        for lease_id in change.leases_revoked:
+            self.etcd.leases.pop(lease_id, None)
 
     async def load_regions(self) -> list[Region]:
         return list(self.regions.values())

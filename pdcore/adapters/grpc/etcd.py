@@ -1,0 +1,20 @@
+"""Registers the etcd v3 API's services on a gRPC server (PD's client port)."""
+
+from __future__ import annotations
+
+import grpc
+
+from pdcore.adapters.grpc.etcd_cluster import ClusterService, MaintenanceService
+from pdcore.adapters.grpc.etcd_kv import KvService
+from pdcore.adapters.grpc.etcd_lease import LeaseService
+from pdcore.adapters.grpc.etcd_watch import WatchService
+from pdcore.proto import etcdserverpb_pb2_grpc as rpc
+from pdcore.service.etcd import EtcdService
+
+
+def add_etcd_services(etcd: EtcdService, server: grpc.aio.Server) -> None:
+    rpc.add_KVServicer_to_server(KvService(etcd), server)
+    rpc.add_WatchServicer_to_server(WatchService(etcd), server)
+    rpc.add_LeaseServicer_to_server(LeaseService(etcd), server)
+    rpc.add_ClusterServicer_to_server(ClusterService(etcd), server)
+    rpc.add_MaintenanceServicer_to_server(MaintenanceService(etcd), server)
