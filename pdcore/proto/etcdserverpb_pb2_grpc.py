@@ -666,6 +666,11 @@ class MaintenanceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Alarm = channel.unary_unary(
+                '/etcdserverpb.Maintenance/Alarm',
+                request_serializer=pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmRequest.SerializeToString,
+                response_deserializer=pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/etcdserverpb.Maintenance/Status',
                 request_serializer=pdcore_dot_proto_dot_etcdserverpb__pb2.StatusRequest.SerializeToString,
@@ -676,6 +681,12 @@ class MaintenanceStub:
 class MaintenanceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Alarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -685,6 +696,11 @@ class MaintenanceServicer:
 
 def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Alarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.Alarm,
+                    request_deserializer=pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmRequest.FromString,
+                    response_serializer=pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmResponse.SerializeToString,
+            ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=pdcore_dot_proto_dot_etcdserverpb__pb2.StatusRequest.FromString,
@@ -700,6 +716,33 @@ def add_MaintenanceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Maintenance:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Alarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etcdserverpb.Maintenance/Alarm',
+            pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmRequest.SerializeToString,
+            pdcore_dot_proto_dot_etcdserverpb__pb2.AlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Status(request,

@@ -1,7 +1,10 @@
-"""The etcd `Cluster.MemberList` and `Maintenance.Status` calls: this PD member, as
-the one etcd member and its leader (etcdctl's member list and endpoint status)."""
+"""The etcd `Cluster.MemberList` and `Maintenance.Alarm`/`Status` calls: this PD
+member, as the one etcd member and its leader (etcdctl's member list, endpoint
+status and endpoint health)."""
 
 from __future__ import annotations
+
+import grpc
 
 from pdcore.adapters.grpc.errors import Ctx
 from pdcore.adapters.grpc.etcd_common import EtcdServicer, etcd_unary
@@ -29,6 +32,18 @@ class ClusterService(EtcdServicer, etcdserverpb_pb2_grpc.ClusterServicer):  # ty
 
 
 class MaintenanceService(EtcdServicer, etcdserverpb_pb2_grpc.MaintenanceServicer):  # type: ignore[misc]
+    @etcd_unary
+    async def Alarm(self, request: pb.AlarmRequest, context: Ctx) -> pb.AlarmResponse:
+        """No alarms are ever raised (etcdctl endpoint health lists them); raising
+        one by hand is refused rather than silently ignored."""
+        if request.action != pb.AlarmRequest.GET:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "kubepd: etcd alarms cannot be set or cleared"
+            )
+        resp = pb.AlarmResponse()
+        self.header(resp.header)
+        return resp
+
     @etcd_unary
     async def Status(self, request: pb.StatusRequest, context: Ctx) -> pb.StatusResponse:
         rev = self.etcd.mvcc.revision

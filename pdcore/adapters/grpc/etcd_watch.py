@@ -64,6 +64,7 @@ class WatchService(EtcdServicer, etcdserverpb_pb2_grpc.WatchServicer):  # type: 
     ) -> AsyncIterator[pb.WatchResponse]:
         stream = self.etcd.hub.open()
         reader = asyncio.create_task(self._read(request_iterator, stream))
+        getter: asyncio.Future[WatchUpdate] | None = None
         try:
             while True:
                 while not stream.out.empty():
@@ -77,6 +78,8 @@ class WatchService(EtcdServicer, etcdserverpb_pb2_grpc.WatchServicer):  # type: 
                 else:
                     getter.cancel()
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
