@@ -57,6 +57,7 @@ class EtcdService:
         clock: Clock,
         *,
         history: int = DEFAULT_HISTORY,
+        compact_batch: int = COMPACT_BATCH,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         rng: random.Random | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class EtcdService:
         self.store = store
         self.clock = clock
         self.history = history
+        self.compact_batch = compact_batch
         self.progress_interval_s = progress_interval_s
         self.mvcc = Mvcc()
         self.leases = LeaseTable()
@@ -189,7 +191,7 @@ class EtcdService:
 
     async def _maybe_compact(self) -> None:
         floor = self.mvcc.revision - self.history
-        if floor - self.mvcc.compact_revision >= COMPACT_BATCH:
+        if floor - self.mvcc.compact_revision >= self.compact_batch:
             try:
                 await self._compact_to(floor)
             except Exception:  # the write itself is committed; compaction retries later
