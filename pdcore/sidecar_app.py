@@ -26,6 +26,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.etcd_store import KubeEtcdStore
 from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.fence import SchedulerFence
@@ -35,7 +36,8 @@ from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
-from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.sidecar.etcd_proxy import EtcdProxy
+from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
 from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
@@ -46,6 +48,7 @@ from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store, StoreState
 from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
+from pdcore.service.etcd import EtcdService
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
@@ -74,6 +77,8 @@ class SidecarServer:
         self.opts = opts
         self.client = KubeClient.auto(opts.kubeconfig)
         self.store = KubeStore(self.client, opts.namespace, opts.cluster)
+        self.etcd_store = KubeEtcdStore(self.client, opts.namespace, opts.cluster)
+        self.etcd: EtcdService | None = None
         self.ready = False
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -110,6 +115,8 @@ class SidecarServer:
         bound = self._grpc.add_insecure_port(f"{host}:{port}")
         self.client_address = f"{host}:{bound}"
         url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
+        self.etcd_proxy = EtcdProxy(lambda: self._leader_address(url))
+        self._grpc.add_generic_rpc_handlers((self.etcd_proxy,))
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
         self.leader_lease = LeaseRole(
@@ -260,12 +267,21 @@ class SidecarServer:
         lease = self.sched_lease
         return (lease.identity, lease.token) if lease.is_held() else None
 
+    def _leader_address(self, own_url: str) -> str:
+        """Where a follower relays etcd calls: the pd-leader, never ourselves."""
+        url = url_of(self.leader_lease.holder)
+        return address_of(url) if url and url != own_url else ""
+
     def _leader_changed(self, held: bool) -> None:
         if held:
             asyncio.get_running_loop().create_task(self._take_over())
         else:
             self.ready = False
             self.node.step_down()
+            self.etcd_proxy.serve_locally(None)
+            if self.etcd is not None:
+                asyncio.get_running_loop().create_task(self.etcd.stop())
+                self.etcd = None
             log.warning("lost the pd-leader lease; serving as a follower")
 
     async def _take_over(self) -> None:
@@ -277,6 +293,14 @@ class SidecarServer:
         except Exception:
             log.exception("could not take over as pd-leader")
             await self.leader_lease.release()
+            return
+        try:  # the etcd API's keys, revisions and leases continue from the ConfigMaps
+            etcd = EtcdService(self.node, self.etcd_store, self.node.clock)
+            await etcd.start()
+            self.etcd = etcd
+            self.etcd_proxy.serve_locally(etcd)
+        except Exception:  # PD itself keeps serving; etcd calls get UNAVAILABLE
+            log.exception("could not load the etcd API's data")
 
     def _apply_synced(self, region: Region) -> None:
         try:
@@ -370,6 +394,9 @@ class SidecarServer:
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()
+        if self.etcd is not None:
+            await self.etcd.stop()
+        await self.etcd_proxy.close()
         await self.leader_lease.stop(release=True)
         await self.sched_lease.stop(release=True)
         if self._grpc is not None:

@@ -23,6 +23,7 @@ class EtcdErrorKind(enum.Enum):
     LEASE_EXIST = "etcdserver: lease already exists"
     LEASE_TTL_TOO_LARGE = "etcdserver: too large lease TTL"
     REQUEST_TOO_LARGE = "etcdserver: request is too large"
+    NO_SPACE = "etcdserver: mvcc: database space exceeded"
     INVALID_VALUE = "etcdserver: invalid value"  # kubepd: a PD key got a value PD cannot use
 
 

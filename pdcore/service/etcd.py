@@ -98,6 +98,7 @@ class EtcdService:
         log.info("etcd api ready", extra={"revision": self.mvcc.revision})
 
     async def stop(self) -> None:
+        self.hub.shutdown()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

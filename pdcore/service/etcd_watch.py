@@ -70,6 +70,7 @@ class WatchStream:
     hub: WatchHub
     out: asyncio.Queue[WatchUpdate] = field(default_factory=asyncio.Queue)
     watchers: dict[int, Watcher] = field(default_factory=dict)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # this member stopped serving
     _next_id: int = 0
 
     def create(self, spec: WatchSpec) -> None:
@@ -148,6 +149,12 @@ class WatchHub:
                 selected = w.select(events)
                 if selected:
                     stream.out.put_nowait(WatchUpdate(w.id, revision, selected))
+
+    def shutdown(self) -> None:
+        """End every stream: this member no longer serves the etcd API."""
+        for stream in list(self.streams):
+            stream.ended.set()
+            stream.close()
 
     def notify_progress(self) -> None:
         """etcd's periodic progress notification to watchers that asked for it."""

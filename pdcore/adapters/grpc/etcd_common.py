@@ -24,6 +24,7 @@ _CODES = {
     EtcdErrorKind.LEASE_TTL_TOO_LARGE: grpc.StatusCode.OUT_OF_RANGE,
     EtcdErrorKind.LEASE_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     EtcdErrorKind.LEASE_EXIST: grpc.StatusCode.FAILED_PRECONDITION,
+    EtcdErrorKind.NO_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import grpc
+
 from pdcore.adapters.grpc.errors import Ctx
-from pdcore.adapters.grpc.etcd_common import EtcdServicer
+from pdcore.adapters.grpc.etcd_common import ERR_NO_LEADER, EtcdServicer
 from pdcore.adapters.grpc.etcd_kv import kv_pb
 from pdcore.domain.mvcc import range_end
 from pdcore.proto import etcdserverpb_pb2 as pb
@@ -71,8 +73,12 @@ class WatchService(EtcdServicer, etcdserverpb_pb2_grpc.WatchServicer):  # type: 
                     yield self.encode(stream.out.get_nowait())
                 if reader.done():
                     return  # the client closed its side
+                if stream.ended.is_set():
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, ERR_NO_LEADER)
                 getter = asyncio.ensure_future(stream.out.get())
-                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                ended = asyncio.ensure_future(stream.ended.wait())
+                await asyncio.wait({getter, reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
                 if getter.done():
                     yield self.encode(getter.result())
                 else:

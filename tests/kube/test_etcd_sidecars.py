@@ -1,0 +1,105 @@
+"""The etcd v3 API on sidecars against the real API server: followers relay to the
+pd-leader (streams too), the data is in ConfigMaps, and keys, revisions and leases
+survive the pd-leader's failover. Driven with etcdctl and the official Go client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.etcd_store import SEGMENT_BYTES
+from tests.conformance.gobuild import build_etcdclient, build_etcdctl
+from tests.support.sidecars import Pods, Sidecar, wait_leader
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def ctl(
+    sc: Sidecar, *args: str, ok: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [str(build_etcdctl()), f"--endpoints={sc.address}", "--command-timeout=15s", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
+    if ok:
+        assert res.returncode == 0, f"etcdctl {args} via {sc.pod}: {res.stderr[-2000:]}"
+    return res
+
+
+def scenario(sc: Sidecar, name: str) -> dict[str, object]:
+    res = subprocess.run(
+        [str(build_etcdclient()), "-endpoint", sc.address, "-scenario", name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, f"etcdclient {name} via {sc.pod}: {res.stderr[-3000:]}"
+    return json.loads(res.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def knows_leader(sc: Sidecar, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ctl(sc, "get", "/probe", ok=False).returncode != 0:
+        assert time.monotonic() < deadline, f"{sc.pod} never relayed to the pd-leader"
+        await asyncio.sleep(0.2)
+
+
+async def test_etcd_through_followers_in_configmaps_and_across_failover(
+    pods: Pods, kube: KubeClient, tmp_path: Path
+) -> None:
+    leader = await wait_leader(kube, pods)
+    a, b = (sc for sc in pods.sidecars if sc is not leader)
+    for sc in (a, b):  # a follower relays once it has seen who holds the pd-leader Lease
+        await knows_leader(sc)
+    ctl(a, "put", "/k", "v1")
+    put = json.loads(ctl(b, "put", "/k", "v2", "-w", "json").stdout)
+    rev = put["header"]["revision"]
+    lease = ctl(a, "lease", "grant", "600").stdout.split()[1]
+    ctl(b, "put", "/leased", "x", f"--lease={lease}")
+    assert ctl(leader, "get", "/k", "--print-value-only").stdout.strip() == "v2"
+    # The Go client's streams (watch, keep-alive, election) through a follower.
+    watch = scenario(a, "watch")
+    assert watch["events"] == [
+        "PUT /w/a=1",
+        "PUT /w/b=2",
+        "DELETE /w/a= prev=1",
+        "PUT /w/c=3",
+        "PUT /w/b=22 prev=2",
+    ]
+    election = scenario(b, "election")
+    assert election["observed"] == ["one", "two"]
+    # The data is in ConfigMaps the API server holds, visible with kubectl.
+    cms = await kube.list(
+        f"/api/v1/namespaces/{pods.namespace}/configmaps",
+        label_selector=f"kubepd.io/cluster={pods.name},kubepd.io/etcd",
+    )
+    names = {cm["metadata"]["name"] for cm in cms}
+    assert f"{pods.name}-etcd" in names and f"{pods.name}-etcd-000001" in names
+    # Past the size limit: a clear error, and nothing written.
+    before = json.loads(ctl(a, "get", "/k", "-w", "json").stdout)["header"]["revision"]
+    big = ctl(a, "put", "/big", ok=False, stdin="x" * (SEGMENT_BYTES + 1))
+    assert big.returncode != 0 and "on Kubernetes one write holds at most 768 KiB" in big.stderr
+    assert json.loads(ctl(a, "get", "/k", "-w", "json").stdout)["header"]["revision"] == before
+
+    pods.kill9(leader)
+    new = await wait_leader(kube, pods, among=[a, b])
+    survivor = b if new is a else a
+    got = json.loads(ctl(survivor, "get", "/k", "-w", "json").stdout)
+    kv = got["kvs"][0]
+    assert (kv["version"], kv["mod_revision"]) == (2, rev)
+    assert got["header"]["revision"] >= before
+    ttl = ctl(survivor, "lease", "timetolive", lease, "--keys").stdout
+    assert "attached keys([/leased])" in ttl  # the lease survived the failover
+    after = json.loads(ctl(new, "put", "/k", "v3", "-w", "json").stdout)
+    assert after["header"]["revision"] > got["header"]["revision"]
+    ctl(survivor, "lease", "revoke", lease)
+    assert ctl(new, "get", "/leased").stdout == ""
