@@ -5,7 +5,8 @@ Layout (all labelled `kubepd.io/cluster=<cluster>`, `kubepd.io/etcd=...`):
 * `<cluster>-etcd-<seq>` (`segment`): an append-only log segment; each record is one
   data entry `r<revision>.<sub>` holding JSON [key, create rev, version, value, lease,
   tombstone] (key and value base64). A write's records always go into one segment, in
-  one request. A new segment starts when the current one would pass SEGMENT_BYTES.
+  one request. A new segment starts when the current one would pass SEGMENT_BYTES;
+  the full one is marked `sealed` first.
 Every write carries the resourceVersion last seen, so a deposed pd-leader's write fails
 (409) instead of interleaving; it surfaces as NotLeader.
 
@@ -35,6 +36,7 @@ from pdcore.ports import EtcdChange, EtcdState
 SEGMENT_BYTES = 768 * 1024
 MAX_SEGMENTS = 64
 ROLE_LABEL = "kubepd.io/etcd"
+SEALED = "sealed"  # data entry of a full segment
 
 
 def _entry(r: Record) -> tuple[str, str]:
@@ -62,10 +64,20 @@ def _size(data: dict[str, str]) -> int:
 
 
 class KubeEtcdStore:
-    def __init__(self, client: KubeClient, namespace: str, cluster: str) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        cluster: str,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        max_segments: int = MAX_SEGMENTS,
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.cluster = cluster
+        self.segment_bytes = segment_bytes
+        self.max_segments = max_segments
         self.writes = 0
         self._meta: Obj | None = None
         self._segments: dict[int, Obj] = {}  # seq -> last object read or written
@@ -114,6 +126,8 @@ class KubeEtcdStore:
             seq = int(name.rsplit("-", 1)[1])
             self._segments[seq] = obj
             for entry, text in data.items():
+                if entry == SEALED:
+                    continue
                 rec = _record(entry, text)
                 self._where[(rec.revision, rec.sub)] = seq
                 st.records.append(rec)
@@ -134,20 +148,25 @@ class KubeEtcdStore:
     async def _append(self, records: Any) -> None:
         entries = dict(_entry(r) for r in records)
         size = _size(entries)
-        if size > SEGMENT_BYTES:
+        if size > self.segment_bytes:
             raise EtcdError(
                 EtcdErrorKind.REQUEST_TOO_LARGE,
-                f"on Kubernetes one write holds at most {SEGMENT_BYTES // 1024} KiB",
+                f"on Kubernetes one write holds at most {self.segment_bytes // 1024} KiB",
             )
         seq = max(self._segments, default=0)
         current = self._segments.get(seq)
-        if current is None or _size(current.get("data") or {}) + size > SEGMENT_BYTES:
-            if len(self._segments) >= MAX_SEGMENTS:
+        if current is None or _size(current.get("data") or {}) + size > self.segment_bytes:
+            if len(self._segments) >= self.max_segments:
                 raise EtcdError(
                     EtcdErrorKind.NO_SPACE,
-                    f"on Kubernetes the etcd API keeps at most {MAX_SEGMENTS} segments of "
-                    f"{SEGMENT_BYTES // 1024} KiB; compact or delete keys",
+                    f"on Kubernetes the etcd API keeps at most {self.max_segments} segments "
+                    f"of {self.segment_bytes // 1024} KiB; compact or delete keys",
                 )
+            if current is not None:
+                # Seal the full segment first: its resourceVersion check is the fence
+                # against a deposed leader that would append to either segment.
+                seal = {"metadata": {"resourceVersion": _rv(current)}, "data": {SEALED: "true"}}
+                self._segments[seq] = await self._write(self.client.patch(self._path(seq), seal))
             seq += 1
             obj = await self._write(self.client.create(self._base, self._body(seq, entries)))
         else:
@@ -166,7 +185,7 @@ class KubeEtcdStore:
         newest = max(self._segments, default=0)
         for seq, names in sorted(by_segment.items()):
             obj = self._segments[seq]
-            left = set(obj.get("data") or {}) - set(names)
+            left = set(obj.get("data") or {}) - set(names) - {SEALED}
             if not left and seq != newest:
                 await self._write(self.client.delete(self._path(seq)), missing_ok=True)
                 del self._segments[seq]
