@@ -5,6 +5,7 @@ survive the pd-leader's failover. Driven with etcdctl and the official Go client
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import time
@@ -53,6 +54,34 @@ async def knows_leader(sc: Sidecar, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.2)
 
 
+def start_watch(sc: Sidecar, key: str, rev: int, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`etcdctl watch` from revision `rev`, its output in `out`."""
+    f = open(out, "wb")  # noqa: SIM115 - the child keeps it
+    cmd = [
+        str(build_etcdctl()),
+        f"--endpoints={sc.address}",
+        "watch",
+        key,
+        f"--rev={rev}",
+        "-w",
+        "json",
+    ]
+    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), out
+
+
+async def until_printed(
+    watchers: list[tuple[subprocess.Popen[bytes], Path]], value: str, rev: int
+) -> None:
+    """Every watcher has printed the put of `value` at revision `rev`."""
+    want = f'"mod_revision":{rev},'
+    encoded = base64.b64encode(value.encode()).decode()
+    deadline = time.monotonic() + 30
+    for _, out in watchers:
+        while not any(want in ln and encoded in ln for ln in out.read_text().splitlines()):
+            assert time.monotonic() < deadline, f"{out.name} never saw {value}@{rev}"
+            await asyncio.sleep(0.2)
+
+
 async def test_etcd_through_followers_in_configmaps_and_across_failover(
     pods: Pods, kube: KubeClient, tmp_path: Path
 ) -> None:
@@ -61,8 +90,7 @@ async def test_etcd_through_followers_in_configmaps_and_across_failover(
     for sc in (a, b):  # a follower relays once it has seen who holds the pd-leader Lease
         await knows_leader(sc)
     ctl(a, "put", "/k", "v1")
-    put = json.loads(ctl(b, "put", "/k", "v2", "-w", "json").stdout)
-    rev = put["header"]["revision"]
+    ctl(b, "put", "/k", "v2")
     lease = ctl(a, "lease", "grant", "600").stdout.split()[1]
     ctl(b, "put", "/leased", "x", f"--lease={lease}")
     assert ctl(leader, "get", "/k", "--print-value-only").stdout.strip() == "v2"
@@ -90,16 +118,28 @@ async def test_etcd_through_followers_in_configmaps_and_across_failover(
     assert big.returncode != 0 and "on Kubernetes one write holds at most 768 KiB" in big.stderr
     assert json.loads(ctl(a, "get", "/k", "-w", "json").stdout)["header"]["revision"] == before
 
-    pods.kill9(leader)
-    new = await wait_leader(kube, pods, among=[a, b])
+    # Watchers through each follower, to see that their watches resume after failover
+    # (from a revision the Go client's compaction above kept).
+    put = json.loads(ctl(a, "put", "/k", "v2", "-w", "json").stdout)
+    rev = put["header"]["revision"]
+    watchers = [start_watch(sc, "/k", rev, tmp_path / f"watch-{sc.pod}.out") for sc in (a, b)]
+    try:
+        await until_printed(watchers, "v2", rev)  # both are established
+        pods.kill9(leader)
+        new = await wait_leader(kube, pods, among=[a, b])
+        await knows_leader(b if new is a else a)
+        after = json.loads(ctl(new, "put", "/k", "v3", "-w", "json").stdout)
+        await until_printed(watchers, "v3", after["header"]["revision"])
+    finally:
+        for proc, _ in watchers:
+            proc.kill()
+            proc.wait()
     survivor = b if new is a else a
-    got = json.loads(ctl(survivor, "get", "/k", "-w", "json").stdout)
-    kv = got["kvs"][0]
-    assert (kv["version"], kv["mod_revision"]) == (2, rev)
-    assert got["header"]["revision"] >= before
+    old = json.loads(ctl(survivor, "get", "/k", f"--rev={rev}", "-w", "json").stdout)
+    kv = old["kvs"][0]
+    assert (kv["version"], kv["mod_revision"], kv["value"]) == (3, rev, "djI=")  # "v2"
     ttl = ctl(survivor, "lease", "timetolive", lease, "--keys").stdout
     assert "attached keys([/leased])" in ttl  # the lease survived the failover
-    after = json.loads(ctl(new, "put", "/k", "v3", "-w", "json").stdout)
-    assert after["header"]["revision"] > got["header"]["revision"]
+    assert after["header"]["revision"] > rev
     ctl(survivor, "lease", "revoke", lease)
     assert ctl(new, "get", "/leased").stdout == ""

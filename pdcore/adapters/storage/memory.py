@@ -89,9 +89,10 @@ class MemoryStore:
 
     async def save_etcd(self, change: EtcdChange) -> None:
         self._write()
-        gone = set(change.dropped)
-        kept = [r for r in self.etcd.records if (r.revision, r.sub) not in gone]
-        self.etcd.records = kept + list(change.added)
+        if change.dropped:
+            gone = set(change.dropped)
+            self.etcd.records = [r for r in self.etcd.records if (r.revision, r.sub) not in gone]
+        self.etcd.records.extend(change.added)
         self.etcd.revision = change.revision
         if change.compact_revision is not None:
             self.etcd.compact_revision = change.compact_revision
