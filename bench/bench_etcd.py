@@ -1,12 +1,19 @@
 """The etcd v3 API of a `kubepd serve` process (embedded SQLite store): Put and Range
 latency (p50/p99, 1 and 8 concurrent clients) and Watch throughput (events/s one
 prefix watcher receives while 8 writers put, one key per Put or 100 per Txn). The
-client runs in this process; every write is fsynced before it is answered."""
+client runs in this process; every write is durable before it is answered.
+
+    bench/bench_etcd.py [embedded] [sidecar]   (default: embedded)"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import grpc
 from _common import cpu_seconds, now, pct, progress, start_server
@@ -98,27 +105,89 @@ async def watch_rate(address: str, writers: int, per_txn: int) -> tuple[float, f
     return received / elapsed, puts / elapsed
 
 
-def main() -> int:
+async def serves_etcd(address: str, timeout: float = 30.0) -> None:
+    async with grpc.aio.insecure_channel(address) as ch:
+        kv = rpc.KVStub(ch)
+        deadline = now() + timeout
+        while True:
+            try:
+                await kv.Range(pb.RangeRequest(key=b"/probe"), timeout=2)
+                return
+            except grpc.aio.AioRpcError:
+                if now() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def measure(address: str, pid: int) -> None:
+    """Every number, against the member at `address` (`pid`: whose CPU is counted)."""
+    print(f"{'op':>6} {'clients':>8} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>6}")
+    for op in ("put", "range"):
+        for clients in (1, 8):
+            progress(f"{op} with {clients} clients for {DURATION_S:.0f} s")
+            cpu0 = cpu_seconds(pid)
+            rate, p50, p99 = asyncio.run(latency(address, op, clients))
+            cpu = cpu_seconds(pid) - cpu0
+            print(f"{op:>6} {clients:>8} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>6.2f}")
+    for per_txn in (1, 100):
+        progress(f"watch while 8 writers put ({per_txn} per request)")
+        events, puts = asyncio.run(watch_rate(address, 8, per_txn))
+        print(
+            f"watch, {per_txn:>3} puts/request: {events:>7.0f} events/s received"
+            f" ({puts:.0f} puts/s written)"
+        )
+
+
+def embedded() -> None:
     pd = start_server("bench-etcd")
-    pid = pd.proc.pid  # type: ignore[union-attr]
     try:
-        print(f"{'op':>6} {'clients':>8} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>6}")
-        for op in ("put", "range"):
-            for clients in (1, 8):
-                progress(f"{op} with {clients} clients for {DURATION_S:.0f} s")
-                cpu0 = cpu_seconds(pid)
-                rate, p50, p99 = asyncio.run(latency(pd.address, op, clients))
-                cpu = cpu_seconds(pid) - cpu0
-                print(f"{op:>6} {clients:>8} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>6.2f}")
-        for per_txn in (1, 100):
-            progress(f"watch while 8 writers put ({per_txn} per request)")
-            events, puts = asyncio.run(watch_rate(pd.address, 8, per_txn))
-            print(
-                f"watch, {per_txn:>3} puts/request: {events:>7.0f} events/s received"
-                f" ({puts:.0f} puts/s written)"
-            )
+        print("== embedded (kubepd serve, SQLite)")
+        measure(pd.address, pd.proc.pid)  # type: ignore[union-attr]
     finally:
         pd.stop()
+
+
+def sidecars() -> None:
+    """Two sidecars on a real API server: the pd-leader itself, then a follower that
+    relays every call to it (the data in ConfigMaps)."""
+    from bench_sidecars import ROOT, leader_of, start_sidecar
+
+    from tests.support.kubecluster import KubeCluster, binary
+
+    work = Path(tempfile.mkdtemp(prefix="kubepd-bench-etcd-"))
+    progress("starting kube-apiserver and etcd")
+    cluster = KubeCluster(work / "kube").start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}"]
+        subprocess.run(
+            [*kubectl, "apply", "-f", str(ROOT / "deploy" / "crds")],
+            check=True,
+            capture_output=True,
+        )
+        started = [start_sidecar(cluster, "e", f"e-{i}", work) for i in range(2)]
+        procs = [p for p, _ in started]
+        addresses = [a for _, a in started]
+        li, _ = asyncio.run(leader_of(cluster, "e", addresses))
+        for a in addresses:
+            asyncio.run(serves_etcd(a))
+        print("== sidecar: the pd-leader (ConfigMaps on the API server)")
+        measure(addresses[li], procs[li].pid)
+        print("== sidecar: a follower relaying to the pd-leader (leader CPU counted)")
+        measure(addresses[1 - li], procs[li].pid)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        cluster.stop()
+
+
+def main() -> int:
+    modes = sys.argv[1:] or ["embedded"]
+    if "embedded" in modes:
+        embedded()
+    if "sidecar" in modes:
+        sidecars()
     return 0
 
 

@@ -122,7 +122,8 @@ def _passes_filters(kv: KeyValue, q: RangeQuery) -> bool:
 
 class Mvcc:
     def __init__(self) -> None:
-        self.revision = 1  # a fresh etcd starts at revision 1
+        self.revision = 1  # what reads see; a fresh etcd starts at revision 1
+        self.head = 1  # the last revision written: above `revision` while a batch is unpublished
         self.compact_revision = 0
         self._history: dict[bytes, list[Record]] = {}
         self._keys: list[bytes] = []  # sorted; keys with any record kept
@@ -133,6 +134,7 @@ class Mvcc:
         for rec in sorted(records, key=lambda r: (r.revision, r.sub)):
             self._append(rec)
         self.revision = max(1, revision, *(r[-1].revision for r in self._history.values()))
+        self.head = self.revision
         self.compact_revision = compact_revision
 
     def _append(self, rec: Record) -> None:
@@ -231,7 +233,13 @@ class Mvcc:
 
     # -- writes ---------------------------------------------------------------
     def begin(self) -> WriteTxn:
-        return WriteTxn(self)
+        """A write on top of everything written so far (published or not)."""
+        return WriteTxn(self, self.head)
+
+    def publish(self) -> int:
+        """Make every applied write visible to reads and watches."""
+        self.revision = self.head
+        return self.revision
 
     def compact(self, revision: int) -> list[Record]:
         """Forget what no read at or after `revision` needs; return the dropped records."""
@@ -266,22 +274,24 @@ class Mvcc:
 
 @dataclass(slots=True)
 class WriteTxn:
-    """The changes of one write request, all at revision `store.revision + 1`.
+    """The changes of one write request, all at revision `base + 1`.
 
     They are visible to reads through this txn at once (etcd's txns read their own
-    writes) and to everyone else after `commit`; `rollback` undoes them."""
+    writes), to the next txn of a batch after `apply`, and to everyone after the store
+    publishes. `rollback` undoes them (in reverse order of `begin`, for a batch)."""
 
     store: Mvcc
+    base: int  # the store's head when this txn began
     records: list[Record] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     _new_keys: list[bytes] = field(default_factory=list)
 
     @property
     def revision(self) -> int:
-        return self.store.revision + 1
+        return self.base + 1
 
     def read_revision(self) -> int:
-        return self.revision if self.records else self.store.revision
+        return self.revision if self.records else self.base
 
     def _add(self, rec: Record, event: Event) -> None:
         if rec.kv.key not in self.store._history:
@@ -329,9 +339,15 @@ class WriteTxn:
         self.records.clear()
         self.events.clear()
         self._new_keys.clear()
+        self.store.head = self.base
+
+    def apply(self) -> int:
+        """Let the next txn build on this one; returns the revision after it."""
+        if self.records:
+            self.store.head = self.revision
+        return self.store.head
 
     def commit(self) -> int:
-        """Make the changes visible; returns the store's revision after them."""
-        if self.records:
-            self.store.revision += 1
-        return self.store.revision
+        """Apply and publish at once; returns the store's revision after the changes."""
+        self.apply()
+        return self.store.publish()

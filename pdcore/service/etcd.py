@@ -1,9 +1,11 @@
 """EtcdService: the etcd v3 API's KV, leases and watches over `Mvcc`, made durable.
 
-Writes are serialized: a request runs in one `WriteTxn`, is persisted through the
-`EtcdStore` port, and only then becomes visible and reaches watchers; a failure
-anywhere rolls it back. History is bounded: once more than `history` revisions are
-kept, the oldest are compacted away (reads and watches before that get ErrCompacted).
+Writes are serialized and group-committed: each request runs in its own `WriteTxn`
+(its own revision), a group of them is persisted through the `EtcdStore` port in one
+write, and only then becomes visible and reaches watchers; a storage failure rolls
+the whole group back, a bad request fails alone. History is bounded: once more than
+`history` revisions are kept, the oldest are compacted away (reads and watches before
+that get ErrCompacted).
 
 PD's own key `/pd/<cluster id>/alloc_id` is PD's ID allocator: a put raises the
 allocator's mark (never lowers it) and a read returns the mark in force.
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pdcore.domain.etcd_errors import EtcdError, EtcdErrorKind
 from pdcore.domain.etcd_ops import (
@@ -39,6 +43,8 @@ DEFAULT_HISTORY = 10_000  # revisions kept for reads and watches of the past
 COMPACT_BATCH = 1_000  # compact in steps, not on every write
 EXPIRY_TICK_S = 0.25
 PROGRESS_INTERVAL_S = 600.0  # etcd's default progress-notify interval
+BATCH_OPS = 128  # write requests committed together at the most
+BATCH_BYTES = 256 * 1024  # ... and their keys and values (one Kubernetes write holds 768 KiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,8 @@ class EtcdService:
         self._lock = asyncio.Lock()
         self._rng = rng or random.Random()
         self._tasks: list[asyncio.Task[None]] = []
+        self._queue: deque[tuple[Op, asyncio.Future[tuple[OpResult, int]]]] = deque()
+        self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -99,6 +107,8 @@ class EtcdService:
 
     async def stop(self) -> None:
         self.hub.shutdown()
+        if self._committer is not None:
+            self._tasks.append(self._committer)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -133,26 +143,71 @@ class EtcdService:
                 )
 
     async def write(self, op: Op) -> tuple[OpResult, int]:
-        """Run a Put, DeleteRange or Txn; returns its result and the revision after it."""
+        """Run a Put, DeleteRange or Txn; returns its result and the revision after it.
+
+        Concurrent writes are committed in groups: each gets its own revision, all of a
+        group are persisted in one store write, then published together."""
         validate(op)
         self._check_pd_keys(op)
-        async with self._lock:
-            self.node.check_serving()
-            txn = self.mvcc.begin()
-            try:
-                result = execute(txn, op, self.leases.__contains__)
-                await self._raise_id_mark(txn)
-                await self._persist(txn)
-            except BaseException:
-                txn.rollback()
-                raise
-            revision = self._commit(txn)
-            await self._maybe_compact()
+        fut: asyncio.Future[tuple[OpResult, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queue(), name="etcd-commit")
+        result, revision = await fut
         if isinstance(result, RangeResult):
             result = self._with_id_mark(result)
         elif isinstance(result, TxnResult):
             self._mark_txn_ranges(result)
         return result, revision
+
+    async def _commit_queue(self) -> None:
+        while self._queue:
+            batch: list[tuple[Op, asyncio.Future[Any]]] = []
+            size = 0
+            while self._queue and len(batch) < BATCH_OPS and size < BATCH_BYTES:
+                op, fut = self._queue.popleft()
+                batch.append((op, fut))
+                size += sum(len(p.key) + len(p.value) for p in writes(op))
+            try:
+                await self._commit_batch(batch)
+            except BaseException as e:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+
+    async def _commit_batch(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        async with self._lock:
+            self.node.check_serving()
+            applied: list[tuple[WriteTxn, asyncio.Future[Any], OpResult]] = []
+            try:
+                for op, fut in batch:
+                    txn = self.mvcc.begin()
+                    try:
+                        result = execute(txn, op, self.leases.__contains__)
+                        await self._raise_id_mark(txn)
+                    except EtcdError as e:  # this request's own fault: only it fails
+                        txn.rollback()
+                        fut.set_exception(e)
+                        continue
+                    txn.apply()
+                    applied.append((txn, fut, result))
+                records = [r for txn, _, _ in applied for r in txn.records]
+                if records:
+                    change = EtcdChange(revision=self.mvcc.head, added=records)
+                    await self.store.save_etcd(change)
+            except BaseException:
+                for txn, _, _ in reversed(applied):
+                    txn.rollback()
+                raise
+            self.mvcc.publish()
+            for txn, fut, result in applied:
+                self._track_leases(txn.events)
+                self.hub.publish(txn.revision, txn.events)
+                if not fut.done():
+                    fut.set_result((result, txn.revision if txn.records else txn.base))
+            await self._maybe_compact()
 
     def _mark_txn_ranges(self, result: TxnResult) -> None:
         for i, sub in enumerate(result.responses):
@@ -166,10 +221,6 @@ class EtcdService:
         for rec in txn.records:
             if rec.kv.key == key and not rec.tombstone:
                 await self.node.raise_id_mark(int.from_bytes(rec.kv.value, "big"))
-
-    async def _persist(self, txn: WriteTxn) -> None:
-        if txn.records:
-            await self.store.save_etcd(EtcdChange(revision=txn.revision, added=txn.records))
 
     def _commit(self, txn: WriteTxn) -> int:
         revision = txn.commit()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pdcore.adapters.kube.client import KubeClient
-from pdcore.adapters.kube.etcd_store import SEGMENT_BYTES
+from pdcore.adapters.kube.etcd_store import WRITE_BYTES
 from tests.conformance.gobuild import build_etcdclient, build_etcdctl
 from tests.support.sidecars import Pods, Sidecar, wait_leader
 
@@ -48,6 +48,8 @@ def scenario(sc: Sidecar, name: str) -> dict[str, object]:
 
 
 async def knows_leader(sc: Sidecar, timeout: float = 15.0) -> None:
+    """`sc` answers etcd calls: the pd-leader once its etcd data is loaded (after it
+    serves TSO), a follower once it has seen the Lease."""
     deadline = time.monotonic() + timeout
     while ctl(sc, "get", "/probe", ok=False).returncode != 0:
         assert time.monotonic() < deadline, f"{sc.pod} never relayed to the pd-leader"
@@ -87,7 +89,7 @@ async def test_etcd_through_followers_in_configmaps_and_across_failover(
 ) -> None:
     leader = await wait_leader(kube, pods)
     a, b = (sc for sc in pods.sidecars if sc is not leader)
-    for sc in (a, b):  # a follower relays once it has seen who holds the pd-leader Lease
+    for sc in (leader, a, b):  # a follower relays once it has seen who holds the pd-leader Lease
         await knows_leader(sc)
     ctl(a, "put", "/k", "v1")
     ctl(b, "put", "/k", "v2")
@@ -114,8 +116,11 @@ async def test_etcd_through_followers_in_configmaps_and_across_failover(
     assert f"{pods.name}-etcd" in names and f"{pods.name}-etcd-000001" in names
     # Past the size limit: a clear error, and nothing written.
     before = json.loads(ctl(a, "get", "/k", "-w", "json").stdout)["header"]["revision"]
-    big = ctl(a, "put", "/big", ok=False, stdin="x" * (SEGMENT_BYTES + 1))
-    assert big.returncode != 0 and "on Kubernetes one write holds at most 768 KiB" in big.stderr
+    big = ctl(a, "put", "/big", ok=False, stdin="x" * WRITE_BYTES)
+    assert (
+        big.returncode != 0
+        and "on Kubernetes one write holds at most 768 KiB encoded" in big.stderr
+    )
     assert json.loads(ctl(a, "get", "/k", "-w", "json").stdout)["header"]["revision"] == before
 
     # Watchers through each follower, to see that their watches resume after failover
@@ -127,7 +132,8 @@ async def test_etcd_through_followers_in_configmaps_and_across_failover(
         await until_printed(watchers, "v2", rev)  # both are established
         pods.kill9(leader)
         new = await wait_leader(kube, pods, among=[a, b])
-        await knows_leader(b if new is a else a)
+        for sc in (a, b):  # the new leader has loaded the ConfigMaps; the other relays
+            await knows_leader(sc)
         after = json.loads(ctl(new, "put", "/k", "v3", "-w", "json").stdout)
         await until_printed(watchers, "v3", after["header"]["revision"])
     finally:

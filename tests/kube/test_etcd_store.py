@@ -60,7 +60,9 @@ async def record_count(kube: KubeClient, ns: str) -> int:
 async def test_segments_compaction_reload_and_limits(
     kube: KubeClient, namespace: str, node: PdNode
 ) -> None:
-    store = KubeEtcdStore(kube, namespace, "c", segment_bytes=12 * 1024, max_segments=4)
+    store = KubeEtcdStore(
+        kube, namespace, "c", write_bytes=12 * 1024, segment_bytes=12 * 1024, max_segments=4
+    )
     svc = await service(node, store)
     try:
         for i in range(20):  # the segments roll over

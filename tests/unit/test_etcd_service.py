@@ -17,6 +17,7 @@ from pdcore.domain.errors import NotLeader
 from pdcore.domain.etcd_errors import EtcdError, EtcdErrorKind
 from pdcore.domain.etcd_ops import DeleteOp, PutOp, TxnOp
 from pdcore.domain.mvcc import EventType, RangeQuery
+from pdcore.ports import EtcdChange
 from pdcore.service.etcd import EtcdService
 from pdcore.service.etcd_watch import ERR_DUPLICATE_ID, ERR_EMPTY_RANGE, WatchSpec, WatchUpdate
 from pdcore.service.node import Member, PdNode
@@ -319,3 +320,64 @@ async def test_watch_bad_requests_and_compacted_start(svc: EtcdService) -> None:
     assert ok.watch_id == 5 and not ok.canceled
     assert dup.canceled and dup.cancel_reason == ERR_DUPLICATE_ID
     assert list(s.watchers) == [5]
+
+
+class GatedStore(MemoryStore):
+    """Holds every etcd save until the test opens the gate, counting the saves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.saves = 0
+
+    async def save_etcd(self, change: EtcdChange) -> None:
+        await self.gate.wait()
+        self.saves += 1
+        await super().save_etcd(change)
+
+
+async def test_concurrent_writes_are_group_committed_and_invisible_until_durable() -> None:
+    store = GatedStore()
+    store.gate.set()
+    svc = await make(store)
+    try:
+        store.gate.clear()
+        base, saves = svc.mvcc.revision, store.saves
+        first = asyncio.create_task(svc.write(PutOp(b"k0", b"v")))
+        await wait_for(lambda: svc.mvcc.head > base)  # applied, waiting on the store
+        rest = [asyncio.create_task(svc.write(PutOp(b"k%d" % i, b"v"))) for i in range(1, 6)]
+        bad = asyncio.create_task(svc.write(PutOp(b"kx", b"v", lease=99)))  # no such lease
+        await asyncio.sleep(0.05)
+        assert value(svc, b"k0") is None and svc.mvcc.revision == base  # not durable yet
+        store.gate.set()
+        revs = [(await t)[1] for t in [first, *rest]]
+        with pytest.raises(EtcdError) as e:
+            await bad
+        assert e.value.kind == EtcdErrorKind.LEASE_NOT_FOUND
+        assert revs == list(range(base + 1, base + 7))  # one revision each, in order
+        assert store.saves - saves == 2  # the first alone, the other five (and the bad) together
+        assert all(value(svc, b"k%d" % i) == b"v" for i in range(6))
+        assert value(svc, b"kx") is None and svc.mvcc.head == svc.mvcc.revision
+    finally:
+        store.gate.set()
+        await close(svc)
+
+
+async def test_a_failed_group_commit_rolls_back_every_write_in_it() -> None:
+    store = GatedStore()
+    store.gate.set()
+    svc = await make(store)
+    try:
+        base = svc.mvcc.revision
+        store.fail_writes = True
+        tasks = [asyncio.create_task(svc.write(PutOp(b"k%d" % i, b"v"))) for i in range(4)]
+        for t in tasks:
+            with pytest.raises(OSError):
+                await t
+        assert (svc.mvcc.revision, svc.mvcc.head) == (base, base)
+        assert all(value(svc, b"k%d" % i) is None for i in range(4))
+        store.fail_writes = False
+        _, rev = await svc.write(PutOp(b"k0", b"v"))
+        assert rev == base + 1
+    finally:
+        await close(svc)

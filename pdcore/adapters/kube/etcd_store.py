@@ -5,14 +5,16 @@ Layout (all labelled `kubepd.io/cluster=<cluster>`, `kubepd.io/etcd=...`):
 * `<cluster>-etcd-<seq>` (`segment`): an append-only log segment; each record is one
   data entry `r<revision>.<sub>` holding JSON [key, create rev, version, value, lease,
   tombstone] (key and value base64). A write's records always go into one segment, in
-  one request. A new segment starts when the current one would pass SEGMENT_BYTES;
-  the full one is marked `sealed` first.
+  one request. A new segment starts when the current one would pass SEGMENT_BYTES
+  (the API server rewrites, and returns, the whole object on every append, so segments
+  stay small); the full one is marked `sealed` first.
 Every write carries the resourceVersion last seen, so a deposed pd-leader's write fails
 (409) instead of interleaving; it surfaces as NotLeader.
 
-Limits: one write (a Put, or all changes of a Txn) may hold at most SEGMENT_BYTES
-(768 KiB: a ConfigMap holds 1 MiB); the store at most MAX_SEGMENTS segments (48 MiB of
-records, history included). Past either, the write is refused and changes nothing.
+Limits: one write (a Put, or all changes of a Txn) may hold at most WRITE_BYTES
+(768 KiB encoded, about 560 KiB of keys and values: a ConfigMap holds 1 MiB); the store
+at most MAX_SEGMENTS segments (about 32 MiB of records, history included). Past either,
+the write is refused and changes nothing.
 
 A change spanning objects is ordered so that a crash in between is harmless: a
 compaction raises the compact revision in `meta` before it deletes records (left-over
@@ -33,8 +35,9 @@ from pdcore.domain.etcd_errors import EtcdError, EtcdErrorKind
 from pdcore.domain.mvcc import KeyValue, Record
 from pdcore.ports import EtcdChange, EtcdState
 
-SEGMENT_BYTES = 768 * 1024
-MAX_SEGMENTS = 64
+WRITE_BYTES = 768 * 1024  # one write's records, encoded (a ConfigMap holds 1 MiB)
+SEGMENT_BYTES = 64 * 1024  # a segment is sealed once this full: each append rewrites it
+MAX_SEGMENTS = 512
 ROLE_LABEL = "kubepd.io/etcd"
 SEALED = "sealed"  # data entry of a full segment
 
@@ -70,12 +73,14 @@ class KubeEtcdStore:
         namespace: str,
         cluster: str,
         *,
+        write_bytes: int = WRITE_BYTES,
         segment_bytes: int = SEGMENT_BYTES,
         max_segments: int = MAX_SEGMENTS,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.cluster = cluster
+        self.write_bytes = write_bytes
         self.segment_bytes = segment_bytes
         self.max_segments = max_segments
         self.writes = 0
@@ -148,10 +153,10 @@ class KubeEtcdStore:
     async def _append(self, records: Any) -> None:
         entries = dict(_entry(r) for r in records)
         size = _size(entries)
-        if size > self.segment_bytes:
+        if size > self.write_bytes:
             raise EtcdError(
                 EtcdErrorKind.REQUEST_TOO_LARGE,
-                f"on Kubernetes one write holds at most {self.segment_bytes // 1024} KiB",
+                f"on Kubernetes one write holds at most {self.write_bytes // 1024} KiB encoded",
             )
         seq = max(self._segments, default=0)
         current = self._segments.get(seq)
@@ -160,7 +165,7 @@ class KubeEtcdStore:
                 raise EtcdError(
                     EtcdErrorKind.NO_SPACE,
                     f"on Kubernetes the etcd API keeps at most {self.max_segments} segments "
-                    f"of {self.segment_bytes // 1024} KiB; compact or delete keys",
+                    f"of {self.segment_bytes // 1024} KiB or one write; compact or delete keys",
                 )
             if current is not None:
                 # Seal the full segment first: its resourceVersion check is the fence
