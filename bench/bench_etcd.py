@@ -183,6 +183,8 @@ def sidecars() -> None:
 
 
 def main() -> int:
+    # SIGTERM (e.g. `timeout`) unwinds through the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = sys.argv[1:] or ["embedded"]
     if "embedded" in modes:
         embedded()
