@@ -13,6 +13,8 @@ import pytest
 
 from pdcore.proto import pdpb_pb2
 from tests.conformance.gobuild import build_etcdclient, build_etcdctl
+from tests.support.etcdtools import etcdclient as run_etcdclient
+from tests.support.etcdtools import etcdctl as run_etcdctl
 from tests.support.pdproc import PdProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,29 +40,13 @@ def pd(tmp_path: Path) -> Iterator[PdProcess]:
 
 
 def scenario(etcdclient: Path, pd: PdProcess, name: str, *args: str) -> dict[str, object]:
-    res = subprocess.run(
-        [str(etcdclient), "-endpoint", pd.address, "-scenario", name, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, f"etcdclient {name} failed:\n{res.stderr[-3000:]}"
-    return json.loads(res.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    return run_etcdclient(pd.address, name, *args)
 
 
 def ctl(
     etcdctl: Path, pd: PdProcess, *args: str, stdin: str | None = None, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [str(etcdctl), f"--endpoints={pd.address}", "--command-timeout=10s", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
-    if ok:
-        assert res.returncode == 0, f"etcdctl {args} failed:\n{res.stderr[-2000:]}"
-    return res
+    return run_etcdctl(pd.address, *args, stdin=stdin, ok=ok)
 
 
 def test_go_client_kv_range_txn_compaction_and_typed_errors(

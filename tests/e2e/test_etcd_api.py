@@ -10,9 +10,10 @@ from typing import Any
 import grpc
 import pytest
 
-from pdcore.app import PdServer, ServerOptions
+from pdcore.app import PdServer
 from pdcore.proto import etcdserverpb_pb2 as pb
 from pdcore.proto import etcdserverpb_pb2_grpc as rpc
+from tests.e2e.conftest import running_server
 
 Code = grpc.StatusCode
 INVALID = Code.INVALID_ARGUMENT
@@ -34,19 +35,8 @@ class Etcd:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[PdServer]:
     """kubepd with its default message limit, so etcd's own request limit applies."""
-    srv = PdServer(
-        ServerOptions(
-            name="pd-etcd",
-            data_dir=tmp_path,
-            client_urls=["http://127.0.0.1:0"],
-            status_addr="127.0.0.1:0",
-        )
-    )
-    await srv.start()
-    try:
+    async with running_server(tmp_path, name="pd-etcd") as srv:
         yield srv
-    finally:
-        await srv.stop(0)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.etcd_store import WRITE_BYTES
-from tests.conformance.gobuild import build_etcdclient, build_etcdctl
+from tests.conformance.gobuild import build_etcdctl
+from tests.support.etcdtools import etcdclient, etcdctl
 from tests.support.sidecars import Pods, Sidecar, wait_leader
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,27 +25,11 @@ pytestmark = pytest.mark.timeout(300)
 def ctl(
     sc: Sidecar, *args: str, ok: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [str(build_etcdctl()), f"--endpoints={sc.address}", "--command-timeout=15s", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
-    if ok:
-        assert res.returncode == 0, f"etcdctl {args} via {sc.pod}: {res.stderr[-2000:]}"
-    return res
+    return etcdctl(sc.address, *args, ok=ok, stdin=stdin)
 
 
 def scenario(sc: Sidecar, name: str) -> dict[str, object]:
-    res = subprocess.run(
-        [str(build_etcdclient()), "-endpoint", sc.address, "-scenario", name],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, f"etcdclient {name} via {sc.pod}: {res.stderr[-3000:]}"
-    return json.loads(res.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    return etcdclient(sc.address, name)
 
 
 async def knows_leader(sc: Sidecar, timeout: float = 15.0) -> None:

@@ -216,10 +216,10 @@ func scenarioLease(ctx context.Context, c *clientv3.Client) {
 	ka := must(c.KeepAliveOnce(ctx, g.ID))
 	res["keepalive_ttl"] = ka.TTL
 	// a keep-alive stream on a short lease keeps its key past the TTL
-	short := must(c.Grant(ctx, 2))
+	short := must(c.Grant(ctx, 3))
 	must(c.Put(ctx, "/lease/kept", "v", clientv3.WithLease(short.ID)))
 	kch := must(c.KeepAlive(ctx, short.ID))
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(4500 * time.Millisecond) // past the TTL: only keep-alives kept it
 	<-kch
 	res["kept_alive"] = len(must(c.Get(ctx, "/lease/kept")).Kvs) == 1
 	// an unrenewed lease expires and takes its key with it
