@@ -44,7 +44,7 @@ from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.config import ClusterConfig
-from pdcore.domain.errors import PdError
+from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store, StoreState
 from pdcore.proto import kubepdpb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2, pdpb_pb2_grpc
@@ -294,13 +294,24 @@ class SidecarServer:
             log.exception("could not take over as pd-leader")
             await self.leader_lease.release()
             return
-        try:  # the etcd API's keys, revisions and leases continue from the ConfigMaps
-            etcd = EtcdService(self.node, self.etcd_store, self.node.clock)
+        await self._start_etcd()
+
+    async def _start_etcd(self) -> None:
+        """The etcd API's keys, revisions and leases continue from the ConfigMaps."""
+        etcd = EtcdService(self.node, self.etcd_store, self.node.clock)
+        try:
             await etcd.start()
-            self.etcd = etcd
-            self.etcd_proxy.serve_locally(etcd)
+        except NotLeader:
+            log.info("lost the pd-leader lease while loading the etcd API's data")
+            return
         except Exception:  # PD itself keeps serving; etcd calls get UNAVAILABLE
             log.exception("could not load the etcd API's data")
+            return
+        if not self.is_leader():  # the lease went while we loaded: serve nothing stale
+            await etcd.stop()
+            return
+        self.etcd = etcd
+        self.etcd_proxy.serve_locally(etcd)
 
     def _apply_synced(self, region: Region) -> None:
         try:
