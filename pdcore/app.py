@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.etcd import add_etcd_services
 from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
@@ -28,8 +29,9 @@ from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.config import ClusterConfig
-from pdcore.ports import Clock, MetaStore, RegionStorage
+from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage
 from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 
@@ -64,12 +66,14 @@ class PdServer:
         self.options = options
         self.store: MetaStore
         self.region_storage: RegionStorage
+        self.etcd_store: EtcdStore
         if options.data_dir is None:
             mem = memory or MemoryStore()
-            self.store, self.region_storage = mem, mem
+            self.store, self.region_storage, self.etcd_store = mem, mem, mem
         else:
             local = LocalStore(options.data_dir)
-            self.store, self.region_storage = local, local
+            self.store, self.region_storage, self.etcd_store = local, local, local
+        self.etcd: EtcdService | None = None
         self._grpc: ClientServer | None = None
         self.inproc: InProcessServer | None = None
         self.serving = False  # what gRPC health reports
@@ -140,6 +144,9 @@ class PdServer:
             keyspacepb_pb2_grpc.add_KeyspaceServicer_to_server,
             KeyspaceService(keyspaces, lambda: node.cluster_id, lambda: node.started),
         )
+        self.etcd = EtcdService(node, self.etcd_store, opts.clock)
+        await self.etcd.start()
+        add_etcd_services(self.etcd, self._add)
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         add_keyspace_routes(app, keyspaces)
@@ -214,6 +221,8 @@ class PdServer:
             self.inproc.stop()
         if self._http is not None:
             await self._http.cleanup()
+        if self.etcd is not None:
+            await self.etcd.stop()
         if self.node is not None:
             sched = self.node.scheduling
             if sched is not None and hasattr(sched, "stop"):

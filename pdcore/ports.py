@@ -15,6 +15,7 @@ from pdcore.domain.commands import RegionCommand
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.gc import GcState
 from pdcore.domain.keyspace import Keyspace
+from pdcore.domain.mvcc import Record
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 
@@ -122,3 +123,35 @@ class StepSink(Protocol):
     Returns False when no stream for that store is connected."""
 
     def send(self, store_id: int, command: RegionCommand) -> bool: ...
+
+
+@dataclass(slots=True)
+class EtcdState:
+    """The etcd API's durable state: the revisions, the kept records, the leases."""
+
+    revision: int = 0
+    compact_revision: int = 0
+    records: list[Record] = field(default_factory=list)
+    leases: dict[int, int] = field(default_factory=dict)  # id -> granted TTL
+
+
+@dataclass(slots=True)
+class EtcdChange:
+    """One atomic write: records added and compacted away, leases granted/revoked."""
+
+    revision: int
+    added: Sequence[Record] = ()
+    dropped: Sequence[tuple[int, int]] = ()  # (revision, sub) of compacted records
+    compact_revision: int | None = None
+    leases_granted: dict[int, int] = field(default_factory=dict)
+    leases_revoked: Sequence[int] = ()
+
+
+class EtcdStore(Protocol):
+    """Where the etcd API keeps its keys (the embedded store; never the region file)."""
+
+    async def load_etcd(self) -> EtcdState: ...
+
+    async def save_etcd(self, change: EtcdChange) -> None:
+        """Apply `change` all or nothing."""
+        ...

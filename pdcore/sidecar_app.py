@@ -29,6 +29,7 @@ from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
+from pdcore.adapters.kube.etcd_store import KubeEtcdStore
 from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.fence import SchedulerFence
@@ -38,14 +39,15 @@ from pdcore.adapters.kube.roles import SCHEDULER, lease_name
 from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port, member_id_of
-from pdcore.adapters.sidecar.leader_link import LeaderLink, url_of
+from pdcore.adapters.sidecar.etcd_proxy import EtcdProxy
+from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
 from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.domain.config import ClusterConfig
-from pdcore.domain.errors import PdError
+from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store, StoreState
 from pdcore.proto import (
@@ -55,6 +57,7 @@ from pdcore.proto import (
     pdpb_pb2,
     pdpb_pb2_grpc,
 )
+from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 from pdcore.service.scheduling import SchedulingService
@@ -84,6 +87,8 @@ class SidecarServer:
         self.opts = opts
         self.client = KubeClient.auto(opts.kubeconfig)
         self.store = KubeStore(self.client, opts.namespace, opts.cluster)
+        self.etcd_store = KubeEtcdStore(self.client, opts.namespace, opts.cluster)
+        self.etcd: EtcdService | None = None
         self.ready = False
         self._grpc: ClientServer | None = None
         self.started = False  # start() has finished and stop() has not begun
@@ -117,6 +122,8 @@ class SidecarServer:
         self._grpc = ClientServer(o.client_urls[0])
         self.client_address = await self._grpc.bind()
         url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
+        self.etcd_proxy = EtcdProxy(lambda: self._leader_address(url))
+        self._grpc.grpc.add_generic_rpc_handlers((self.etcd_proxy,))
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
         self.leader_lease = LeaseRole(
@@ -290,12 +297,21 @@ class SidecarServer:
         lease = self.sched_lease
         return (lease.identity, lease.token) if lease.is_held() else None
 
+    def _leader_address(self, own_url: str) -> str:
+        """Where a follower relays etcd calls: the pd-leader, never ourselves."""
+        url = url_of(self.leader_lease.holder)
+        return address_of(url) if url and url != own_url else ""
+
     def _leader_changed(self, held: bool) -> None:
         if held:
             asyncio.get_running_loop().create_task(self._take_over())
         else:
             self.ready = False
             self.node.step_down()
+            self.etcd_proxy.serve_locally(None)
+            if self.etcd is not None:
+                asyncio.get_running_loop().create_task(self.etcd.stop())
+                self.etcd = None
             log.warning("lost the pd-leader lease; serving as a follower")
 
     async def _take_over(self) -> None:
@@ -310,6 +326,25 @@ class SidecarServer:
         except Exception:
             log.exception("could not take over as pd-leader")
             await self.leader_lease.release()
+            return
+        await self._start_etcd()
+
+    async def _start_etcd(self) -> None:
+        """The etcd API's keys, revisions and leases continue from the ConfigMaps."""
+        etcd = EtcdService(self.node, self.etcd_store, self.node.clock)
+        try:
+            await etcd.start()
+        except NotLeader:
+            log.info("lost the pd-leader lease while loading the etcd API's data")
+            return
+        except Exception:  # PD itself keeps serving; etcd calls get UNAVAILABLE
+            log.exception("could not load the etcd API's data")
+            return
+        if not self.is_leader():  # the lease went while we loaded: serve nothing stale
+            await etcd.stop()
+            return
+        self.etcd = etcd
+        self.etcd_proxy.serve_locally(etcd)
 
     def _apply_synced(self, region: Region) -> None:
         try:
@@ -417,6 +452,9 @@ class SidecarServer:
         await self.scheduling.stop()
         await self.directory.stop()
         await self.router.close()
+        if self.etcd is not None:
+            await self.etcd.stop()
+        await self.etcd_proxy.close()
         await self.leader_lease.stop(release=True)
         await self.sched_lease.stop(release=True)
         if self._grpc is not None:

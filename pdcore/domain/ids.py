@@ -26,6 +26,11 @@ class IdAllocator:
             return None
         return self.base + count + self.step
 
+    def skip_to(self, mark: int) -> None:
+        """Hand out only ids above `mark` from now on (an operator raised the mark)."""
+        self.end = max(self.end, mark)
+        self.base = max(self.base, mark)
+
     def set_end(self, end: int) -> None:
         self.end = max(self.end, end)
 

@@ -280,6 +280,19 @@ class PdNode:
             self.stats.ids_allocated += count
             return self.ids.alloc(count)
 
+    async def raise_id_mark(self, mark: int) -> int:
+        """Make every id handed out from now on larger than `mark`; never lowers the
+        mark (PD's `alloc_id` key written by tools). Returns the mark in force."""
+        self.check_serving()
+        async with self._id_lock:
+            if mark > self.ids.end:
+                try:
+                    await self.meta_store.cas_id_mark(self.ids.end, mark)
+                except CasConflict:
+                    raise NotLeader("id mark was taken over by another member") from None
+            self.ids.skip_to(mark)
+            return self.ids.end
+
     # -- bootstrap -------------------------------------------------------------
     @property
     def is_bootstrapped(self) -> bool:

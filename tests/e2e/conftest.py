@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,15 +11,15 @@ from pdcore.app import PdServer, ServerOptions
 from tests.support.pdclient import PdTestClient
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[PdServer]:
+@contextlib.asynccontextmanager
+async def running_server(tmp_path: Path, **options: Any) -> AsyncIterator[PdServer]:
+    """An embedded kubepd on loopback ports, stopped on exit."""
     srv = PdServer(
         ServerOptions(
-            name="pd-e2e",
             data_dir=tmp_path / "pd",
             client_urls=["http://127.0.0.1:0"],
             status_addr="127.0.0.1:0",
-            max_message_bytes=1 << 20,
+            **options,
         )
     )
     await srv.start()
@@ -25,6 +27,12 @@ async def server(tmp_path: Path) -> AsyncIterator[PdServer]:
         yield srv
     finally:
         await srv.stop(0)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[PdServer]:
+    async with running_server(tmp_path, name="pd-e2e", max_message_bytes=1 << 20) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
 from pdcore.domain.gc import GcState
 from pdcore.domain.keyspace import Keyspace
+from pdcore.domain.mvcc import KeyValue, Record
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
-from pdcore.ports import PersistedState
+from pdcore.ports import EtcdChange, EtcdState, PersistedState
 
 T = TypeVar("T")
 FILE_NAME = "kubepd.db"
@@ -35,7 +36,26 @@ CREATE TABLE IF NOT EXISTS stores (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS regions (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS global_config (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS keyspaces (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS etcd_records (
+    revision INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,
+    create_revision INTEGER NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL,
+    lease INTEGER NOT NULL, tombstone INTEGER NOT NULL, PRIMARY KEY (revision, sub));
+CREATE TABLE IF NOT EXISTS etcd_leases (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL);
 """
+
+
+def _record_row(r: Record) -> tuple[object, ...]:
+    kv = r.kv
+    return (
+        r.revision,
+        r.sub,
+        kv.key,
+        kv.create_revision,
+        kv.version,
+        kv.value,
+        kv.lease,
+        r.tombstone,
+    )
 
 
 class LocalStore:
@@ -196,6 +216,44 @@ class LocalStore:
                 db.execute(
                     "INSERT OR REPLACE INTO keyspaces(id, body) VALUES(?, ?)", (keyspace.id, body)
                 )
+
+    async def load_etcd(self) -> EtcdState:
+        def read(db: sqlite3.Connection) -> EtcdState:
+            st = EtcdState(
+                revision=int(self._get(db, "etcd_revision") or 0),
+                compact_revision=int(self._get(db, "etcd_compact_revision") or 0),
+            )
+            for rev, sub, key, create, version, value, lease, tomb in db.execute(
+                "SELECT revision, sub, key, create_revision, version, value, lease, tombstone "
+                "FROM etcd_records ORDER BY revision, sub"
+            ):
+                kv = KeyValue(bytes(key), create, rev, version, bytes(value), lease)
+                st.records.append(Record(rev, sub, kv, bool(tomb)))
+            st.leases = dict(db.execute("SELECT id, ttl FROM etcd_leases"))
+            return st
+
+        return await self._run(read)
+
+    async def save_etcd(self, change: EtcdChange) -> None:
+        rows = [_record_row(r) for r in change.added]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO etcd_records VALUES(?,?,?,?,?,?,?,?)", rows)
+                db.executemany(
+                    "DELETE FROM etcd_records WHERE revision=? AND sub=?", change.dropped
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO etcd_leases(id, ttl) VALUES(?, ?)",
+                    change.leases_granted.items(),
+                )
+                db.executemany(
+                    "DELETE FROM etcd_leases WHERE id=?", [(i,) for i in change.leases_revoked]
+                )
+                self._put(db, "etcd_revision", change.revision)
+                if change.compact_revision is not None:
+                    self._put(db, "etcd_compact_revision", change.compact_revision)
 
         await self._run(write)
 

@@ -16,7 +16,7 @@ from pdcore.domain.gc import GcState
 from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
-from pdcore.ports import PersistedState
+from pdcore.ports import EtcdChange, EtcdState, PersistedState
 
 
 class MemoryStore:
@@ -25,6 +25,7 @@ class MemoryStore:
         self.regions: dict[int, Region] = {}
         self.keyspaces: dict[int, Keyspace] = {}
         self.keyspace_mark = 0
+        self.etcd = EtcdState()
         self.fail_writes = False
         self.writes = 0
 
@@ -98,6 +99,22 @@ class MemoryStore:
     async def save_keyspace(self, keyspace: Keyspace) -> None:
         self._write()
         self.keyspaces[keyspace.id] = keyspace
+
+    async def load_etcd(self) -> EtcdState:
+        return copy.deepcopy(self.etcd)
+
+    async def save_etcd(self, change: EtcdChange) -> None:
+        self._write()
+        if change.dropped:
+            gone = set(change.dropped)
+            self.etcd.records = [r for r in self.etcd.records if (r.revision, r.sub) not in gone]
+        self.etcd.records.extend(change.added)
+        self.etcd.revision = change.revision
+        if change.compact_revision is not None:
+            self.etcd.compact_revision = change.compact_revision
+        self.etcd.leases.update(change.leases_granted)
+        for lease_id in change.leases_revoked:
+            self.etcd.leases.pop(lease_id, None)
 
     async def load_regions(self) -> list[Region]:
         return list(self.regions.values())
