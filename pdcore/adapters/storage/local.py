@@ -217,6 +217,8 @@ class LocalStore:
                     "INSERT OR REPLACE INTO keyspaces(id, body) VALUES(?, ?)", (keyspace.id, body)
                 )
 
+        await self._run(write)
+
     async def load_etcd(self) -> EtcdState:
         def read(db: sqlite3.Connection) -> EtcdState:
             st = EtcdState(
