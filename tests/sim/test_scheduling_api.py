@@ -105,6 +105,11 @@ async def test_admin_operator_moves_a_leader() -> None:
     async with open_env() as env, held_http() as http:
         region = next(iter(env.fleet.regions.values()))
         target = next(p.store_id for p in region.peers if p.store_id != region.leader_store)
+        # Over real gRPC, PD may not have the region's first heartbeat yet.
+        tree = env.server.node.tree  # type: ignore[union-attr]
+        await until(
+            lambda: (pr := tree.get(region.id)) is not None and bool(pr.peer_on(target)), 60
+        )
         body = {"name": "transfer-leader", "region_id": region.id, "to_store_id": target}
         async with http.post(env.base + "/operators", json=body) as r:
             assert r.status == 200, await r.text()
