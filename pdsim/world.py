@@ -14,6 +14,7 @@ Two transports:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from pdcore.domain.config import ClusterConfig
 from pdcore.domain.store import StoreState
 from pdsim import lockstep
 from pdsim.faults import Faults, NoFaults
-from pdsim.fleet import Fleet, FleetConfig, HttpControl
+from pdsim.fleet import Control, Fleet, FleetConfig, HttpControl
 
 TRANSPORTS = ("inproc", "grpc")
 # Seconds of simulated time between scheduling ticks (schedulers keep their own
@@ -112,6 +113,8 @@ class World:
     async def start(self) -> Fleet:
         server = await self._start_server()
         o = self.options
+        connect: Callable[[str], Any]
+        control: Control
         if o.transport == "inproc":
             latency = o.faults.delay_s
 
@@ -120,27 +123,20 @@ class World:
                     lambda: self.server.inproc if self.server else None, latency
                 )
 
-            self.fleet = Fleet(
-                server.client_address,
-                "",
-                self.clock,
-                o.fleet,
-                seed=o.seed,
-                connect=connect,
-                control=DirectControl(self),
-                faults=o.faults,
-            )
+            control = DirectControl(self)
         else:
-            self.fleet = Fleet(
-                server.client_address,
-                server.status_address,
-                self.clock,
-                o.fleet,
-                seed=o.seed,
-                connect=lockstep.channel,
-                control=lockstep.HeldControl(HttpControl(server.status_address)),
-                faults=o.faults,
-            )
+            connect = lockstep.channel
+            control = lockstep.HeldControl(HttpControl(server.status_address))
+        self.fleet = Fleet(
+            server.client_address,
+            server.status_address,
+            self.clock,
+            o.fleet,
+            seed=o.seed,
+            connect=connect,
+            control=control,
+            faults=o.faults,
+        )
         return self.fleet
 
     async def restart_pd(self) -> None:
