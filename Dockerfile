@@ -20,6 +20,7 @@ ENTRYPOINT ["kubepd"]
 
 # `docker build --target tikv-standin`: a simulated TiKV store taking tikv-server's flags.
 FROM kubepd AS tikv-standin
+USER 0:0
 ENTRYPOINT ["kubepd", "tikv-standin"]
 
 FROM kubepd
