@@ -57,8 +57,9 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(d: Path) -> str:
-    """CA (with key usage, so strict verification passes), serving cert, SA keys, token."""
+def make_pki(d: Path, extra_sans: tuple[str, ...] = ()) -> str:
+    """CA (with key usage, so strict verification passes), serving cert, SA keys, token.
+    `extra_sans`: more subjectAltName entries of the serving cert (e.g. "IP:10.88.0.1")."""
     d.mkdir(parents=True, exist_ok=True)
     _openssl(
         "req",
@@ -94,7 +95,15 @@ def make_pki(d: Path) -> str:
         cwd=d,
     )
     (d / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default\n"
+        "subjectAltName="
+        + ",".join(
+            [
+                "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
+                *extra_sans,
+            ]
+        )
+        + "\n"
         "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "basicConstraints=CA:FALSE\n"
     )
