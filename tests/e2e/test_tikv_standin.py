@@ -5,8 +5,6 @@ store id (read from --data-dir)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pdcore.cli.tikv_standin import parse_labels
+from tests.support.kubecluster import stop_process
 from tests.support.pdproc import PdProcess
 from tests.support.ports import free_port
 
@@ -76,16 +75,6 @@ def wait(cond: object, what: str, timeout: float = 20) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
 def test_standins_bootstrap_join_and_keep_their_store_ids(pd: PdProcess, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     procs = [
@@ -102,11 +91,13 @@ def test_standins_bootstrap_join_and_keep_their_store_ids(pd: PdProcess, tmp_pat
         assert all(first[a]["store"]["labels"] == [{"key": "zone", "value": "a"}] for a in addrs)
         # Exactly one of them bootstrapped: the cluster has one region, led by that store.
         wait(
-            lambda: sum(int(s["status"].get("region_count", 0)) for s in stores(pd).values())  # type: ignore[attr-defined]
-            == 1,
+            lambda: (
+                sum(int(s["status"].get("region_count", 0)) for s in stores(pd).values())  # type: ignore[attr-defined]
+                == 1
+            ),
             "the bootstrap region reported",
         )
-        stop(procs[1])
+        stop_process(procs[1])
         procs[1] = standin(pd, tmp_path / "s1", ports[1], tmp_path / "s1.log")
         wait(lambda: port_open(ports[1]), "restarted stand-in up")
         again = stores(pd)
@@ -114,7 +105,7 @@ def test_standins_bootstrap_join_and_keep_their_store_ids(pd: PdProcess, tmp_pat
         assert again[addrs[1]]["store"]["id"] == ids[addrs[1]]  # type: ignore[index]
     finally:
         for p in procs:
-            stop(p)
+            stop_process(p)
 
 
 def test_bad_labels_are_refused() -> None:

@@ -107,7 +107,7 @@ def release(node: Node) -> Iterator[Node]:
         "image.pullPolicy=Never",
         "--wait",
         "--timeout",
-        "180s",
+        "300s",
     )
     node.timings = {"helm install --wait": time.monotonic() - t0}  # type: ignore[attr-defined]
     try:
@@ -135,8 +135,8 @@ def test_three_store_cluster_bootstraps_with_ready_pods(release: Node) -> None:
         "pod",
         "-l",
         SELECTOR,
-        "--timeout=180s",
-        timeout=200,
+        "--timeout=300s",
+        timeout=320,
     )
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up", 120)
     elapsed = time.monotonic() - t0
@@ -201,8 +201,8 @@ def test_scale_out_to_five_with_kubectl_scale(release: Node) -> None:
         "pod",
         "-l",
         SELECTOR,
-        "--timeout=180s",
-        timeout=200,
+        "--timeout=300s",
+        timeout=320,
     )
     wait_for(lambda: len(stores_up(release)) == 5, "five stores Up", 120)
 
@@ -294,7 +294,7 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
         # The StatefulSet brings the pod back; it becomes Ready and its store Up again.
         wait_for(lambda: old in pod_ips(release), f"{old} recreated", 60)  # noqa: B023
         release.kubectl(
-            "wait", "-n", NS, "--for=condition=Ready", "pod", old, "--timeout=180s", timeout=200
+            "wait", "-n", NS, "--for=condition=Ready", "pod", old, "--timeout=300s", timeout=320
         )
         wait_for(lambda: len(stores_up(release)) == 3, "three stores Up again", 120)
     times.sort()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -42,6 +43,22 @@ def _reap_all() -> None:
 
 
 atexit.register(_reap_all)
+
+
+def stop_process(p: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
+    """SIGTERM to the process group of a child started with start_new_session, SIGKILL
+    after `grace_s`; reaped either way."""
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(grace_s)
+    except ProcessLookupError:
+        p.wait()
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
 
 
 def binary(name: str) -> Path:
@@ -303,14 +320,7 @@ class KubeCluster:
 
     @staticmethod
     def _stop(p: subprocess.Popen[bytes] | None) -> None:
-        if p is None or p.poll() is not None:
-            return
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop_process(p)
 
     def restart_apiserver(self, down_s: float = 0.0) -> None:
         self._stop(self.apiserver)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.support.kubecluster import K8S_VERSION, make_pki
+from tests.support.kubecluster import K8S_VERSION, make_pki, stop_process
 from tests.support.kubecluster import binary as control_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +79,7 @@ def node_binary(name: str) -> Path:
 
 
 def system_binary(name: str) -> str:
-    path = shutil.which(name) or (
-        str(CNI_BIN / name) if (CNI_BIN / name).exists() and name in ("bridge",) else None
-    )
+    path = shutil.which(name)
     if path is None:
         raise RuntimeError(f"{name} is missing: run scripts/node-deps (Debian packages)")
     return path
@@ -131,6 +129,10 @@ class Node:
     # -- start -------------------------------------------------------------------------------
     def start(self, images: list[Path], timeout: float = 180.0) -> Node:
         machine_check()
+        for name in ("containerd", "runc", "ctr", "nsenter", "ip", "iptables", "curl"):
+            system_binary(name)
+        if not (CNI_BIN / "bridge").exists():
+            raise RuntimeError(f"{CNI_BIN}/bridge is missing: run scripts/node-deps")
         self._take_lock()
         t0 = time.monotonic()
         try:
@@ -447,8 +449,6 @@ class Node:
                 ]
             )
         )
-        system_binary("containerd")
-        system_binary("runc")
         self._spawn("containerd", ["containerd", "--config", str(d / "config.toml")])
         self._wait(
             lambda: self.ctr("version", check=False).returncode == 0,
@@ -589,12 +589,12 @@ class Node:
         volumes = self._hostpath_volumes()
         order = ["kubelet", "coredns", "kube-proxy", "scheduler", "controller-manager"]
         for name in order:
-            _kill(self.procs.get(name))
+            stop_process(self.procs.get(name), 3.0)
         stop_containers(self.dir)
         for name in ("containerd", "apiserver", "etcd"):
-            _kill(self.procs.get(name))
+            stop_process(self.procs.get(name), 3.0)
         for p in self.procs.values():
-            _kill(p)
+            stop_process(p, 3.0)
         cleanup_leftovers(self.dir)
         for path in volumes:
             shutil.rmtree(path, ignore_errors=True)
@@ -629,19 +629,6 @@ def hostpath_volumes(workdir: Path) -> list[Path]:
         timeout=10,
     )
     return [Path(p) for p in r.stdout.split() if p.startswith(HOSTPATH_PV_DIR)]
-
-
-def _kill(p: subprocess.Popen[bytes] | None, grace_s: float = 3.0) -> None:
-    if p is None or p.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(p.pid, signal.SIGTERM)
-    try:
-        p.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
 
 
 def _kill_group(pgid: int, grace_s: float = 3.0) -> None:
