@@ -273,10 +273,28 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
     KUBEPD_NODE_FAILOVERS (default 2; the benchmark in docs uses 10)."""
     times = []
     for _ in range(int(os.environ.get("KUBEPD_NODE_FAILOVERS", "2"))):
+        release.kubectl(
+            "wait",
+            "-n",
+            NS,
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            SELECTOR,
+            "--timeout=300s",
+            timeout=320,
+        )
         ips = pod_ips(release)
         old = leader_pod(release)
         other = next(p for p in ips if p != old)
-        before = tso(f"{ips[other]}:2379")
+
+        def first_ts(addr: str = f"{ips[other]}:2379") -> int:
+            try:
+                return tso(addr)
+            except (grpc.RpcError, RuntimeError):
+                return 0
+
+        before = wait_for(first_ts, f"TSO through {other} before the deletion", 60)
         t0 = time.monotonic()
         release.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
 
