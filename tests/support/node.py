@@ -713,6 +713,21 @@ def cleanup_leftovers(workdir: Path | None = None) -> None:
     run("ip", "link", "del", HOST_VETH, check=False)
 
 
+def running_elsewhere() -> str:
+    """Who holds the node lock, if a live process does ("" if none): `down` must not
+    tear down a node a test session is using."""
+    if not LOCK.exists():
+        return ""
+    fd = os.open(LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return LOCK.read_text().strip()
+    finally:
+        os.close(fd)
+    return ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="a one-node Kubernetes cluster for development")
     ap.add_argument("action", choices=["up", "down"])
@@ -726,6 +741,10 @@ def main() -> int:
     args = ap.parse_args()
     d = Path(args.dir).resolve()
     if args.action == "down":
+        owner = running_elsewhere()
+        if owner:
+            print(f"a node is running in another process ({owner}); not touching it")
+            return 1
         state = d / STATE
         volumes = hostpath_volumes(d) if (d / "kubeconfig").exists() else []
         if state.exists():
