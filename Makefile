@@ -72,8 +72,8 @@ image: node-tools
 
 node-up: setup node-tools
 	$(BIN)/python -m tests.support.node up --dir .node-local \
-	  --image-dir "$$(bash scripts/build-image)" \
-	  --image-dir "$$(bash scripts/build-image pause $(HOME)/.cache/kubepd/node-v1.33.5/pause)"
+	  --image-dir "$$(bash scripts/build-image | tail -1)" \
+	  --image-dir "$$(bash scripts/build-image pause $(HOME)/.cache/kubepd/node-v1.33.5/pause | tail -1)"
 	@echo "KUBECONFIG=$(CURDIR)/.node-local/kubeconfig"
 
 node-down: setup

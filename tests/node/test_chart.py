@@ -76,6 +76,14 @@ def tso(address: str, timeout: float = 2.0) -> int:
     raise RuntimeError("empty TSO stream")
 
 
+def pods_ready(node: Node, pod: str = "") -> None:
+    """`kubectl wait` for the Ready condition: one pod, or every TiKV pod."""
+    which = [pod] if pod else ["-l", SELECTOR]
+    node.kubectl(
+        "wait", "-n", NS, "--for=condition=Ready", "pod", *which, "--timeout=300s", timeout=320
+    )
+
+
 def pod_ips(node: Node) -> dict[str, str]:
     pods = get_json(node, "pods", "-n", NS, "-l", SELECTOR)["items"]
     return {p["metadata"]["name"]: p["status"].get("podIP", "") for p in pods}
@@ -127,17 +135,7 @@ def test_three_store_cluster_bootstraps_with_ready_pods(release: Node) -> None:
     release.kubectl("apply", "-f", "-", input=CLUSTER_YAML)
     # Ready by their probes: the stand-in's TiKV port and the sidecar's /health.
     wait_for(lambda: len(pod_ips(release)) == 3, "three TiKV pods", 60)
-    release.kubectl(
-        "wait",
-        "-n",
-        NS,
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        SELECTOR,
-        "--timeout=300s",
-        timeout=320,
-    )
+    pods_ready(release)
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up", 120)
     elapsed = time.monotonic() - t0
     out = release.kubectl("get", "-n", NS, "tikvclusters,tikvstores").stdout
@@ -193,17 +191,7 @@ def store_states(node: Node) -> dict[str, str]:
 def test_scale_out_to_five_with_kubectl_scale(release: Node) -> None:
     release.kubectl("scale", "tikvcluster", "-n", NS, CLUSTER, "--replicas=5")
     wait_for(lambda: len(pod_ips(release)) == 5, "five TiKV pods", 60)
-    release.kubectl(
-        "wait",
-        "-n",
-        NS,
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        SELECTOR,
-        "--timeout=300s",
-        timeout=320,
-    )
+    pods_ready(release)
     wait_for(lambda: len(stores_up(release)) == 5, "five stores Up", 120)
 
 
@@ -273,17 +261,7 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
     KUBEPD_NODE_FAILOVERS (default 2; the benchmark in docs uses 10)."""
     times = []
     for _ in range(int(os.environ.get("KUBEPD_NODE_FAILOVERS", "2"))):
-        release.kubectl(
-            "wait",
-            "-n",
-            NS,
-            "--for=condition=Ready",
-            "pod",
-            "-l",
-            SELECTOR,
-            "--timeout=300s",
-            timeout=320,
-        )
+        pods_ready(release)
         ips = pod_ips(release)
         old = leader_pod(release)
         other = next(p for p in ips if p != old)
@@ -311,9 +289,7 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
         assert after > before
         # The StatefulSet brings the pod back; it becomes Ready and its store Up again.
         wait_for(lambda: old in pod_ips(release), f"{old} recreated", 60)  # noqa: B023
-        release.kubectl(
-            "wait", "-n", NS, "--for=condition=Ready", "pod", old, "--timeout=300s", timeout=320
-        )
+        pods_ready(release, old)
         wait_for(lambda: len(stores_up(release)) == 3, "three stores Up again", 120)
     times.sort()
     print(
