@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo serve swarm test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean
+.PHONY: setup demo serve swarm test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean node-tools image node-up node-down test-node
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -66,3 +66,24 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache policies/build
+
+## node-up / node-down: a one-node Kubernetes cluster (kubelet + containerd, root) in .node-local/
+node-tools: kube-tools
+	bash scripts/node-deps
+	bash scripts/node-tools
+
+image: node-tools
+	bash scripts/build-image
+
+node-up: setup node-tools
+	$(BIN)/python -m tests.support.node up --dir .node-local \
+	  --image-dir "$$(bash scripts/build-image | tail -1)" \
+	  --image-dir "$$(bash scripts/build-image pause $(HOME)/.cache/kubepd/node-v1.33.5/pause | tail -1)"
+	@echo "KUBECONFIG=$(CURDIR)/.node-local/kubeconfig"
+
+node-down: setup
+	$(BIN)/python -m tests.support.node down --dir .node-local
+
+## test-node: the node suite alone (helm install → real pods); needs root
+test-node: setup node-tools
+	KUBEPD_NODE_TESTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/node $(ARGS)

@@ -196,6 +196,24 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/kubepd", "subPath": "kubepd"}],
     }
+    # The sidecar runs as 65534, but a fresh volume (and the subPath kubelet makes in it)
+    # belongs to root; fsGroup does not reach hostPath or local volumes. Hand the sidecar
+    # its directory first, with no capability beyond chown.
+    data_owner = {
+        "name": "kubepd-data",
+        "image": pd_container["image"],
+        "command": [
+            "sh",
+            "-c",
+            "mkdir -p /data/kubepd && chown 65534:65534 /data/kubepd && chmod 0750 /data/kubepd",
+        ],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
     tikv_container = {
         "name": "tikv",
         "image": spec["image"],
@@ -240,6 +258,7 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
                             "preferredDuringSchedulingIgnoredDuringExecution": topology
                         }
                     },
+                    "initContainers": [data_owner],
                     "containers": [tikv_container, pd_container],
                     "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
                 },

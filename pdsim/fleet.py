@@ -669,9 +669,12 @@ class Fleet:
             self._busy.discard(r.id)
 
     # -- topology changes ----------------------------------------------------------------------
-    async def add_store(self, labels: dict[str, str]) -> int:
-        (sid,) = await self.alloc_ids(1)
-        s = SimStore(sid, f"127.0.0.1:{20160 + sid}", labels)
+    async def add_store(
+        self, labels: dict[str, str], address: str | None = None, store_id: int | None = None
+    ) -> int:
+        """A store joins: a new id unless `store_id` (a restarted store) is given."""
+        (sid,) = [store_id] if store_id is not None else await self.alloc_ids(1)
+        s = SimStore(sid, address or f"127.0.0.1:{20160 + sid}", labels)
         self.stores[sid] = s
         await self._put_store(s)
         self._open_stream(s)

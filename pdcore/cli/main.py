@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "pdcore.cli.demo",
     "pdcore.cli.schedulers",
     "pdcore.cli.policy",
+    "pdcore.cli.tikv_standin",
 )
 
 

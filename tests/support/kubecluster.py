@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -44,6 +45,22 @@ def _reap_all() -> None:
 atexit.register(_reap_all)
 
 
+def stop_process(p: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
+    """SIGTERM to the process group of a child started with start_new_session, SIGKILL
+    after `grace_s`; reaped either way."""
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(grace_s)
+    except ProcessLookupError:
+        p.wait()
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
 def binary(name: str) -> Path:
     path = BIN / name
     if not path.exists():
@@ -57,8 +74,9 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(d: Path) -> str:
-    """CA (with key usage, so strict verification passes), serving cert, SA keys, token."""
+def make_pki(d: Path, extra_sans: tuple[str, ...] = ()) -> str:
+    """CA (with key usage, so strict verification passes), serving cert, SA keys, token.
+    `extra_sans`: more subjectAltName entries of the serving cert (e.g. "IP:10.88.0.1")."""
     d.mkdir(parents=True, exist_ok=True)
     _openssl(
         "req",
@@ -94,7 +112,15 @@ def make_pki(d: Path) -> str:
         cwd=d,
     )
     (d / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default\n"
+        "subjectAltName="
+        + ",".join(
+            [
+                "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
+                *extra_sans,
+            ]
+        )
+        + "\n"
         "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "basicConstraints=CA:FALSE\n"
     )
@@ -294,14 +320,7 @@ class KubeCluster:
 
     @staticmethod
     def _stop(p: subprocess.Popen[bytes] | None) -> None:
-        if p is None or p.poll() is not None:
-            return
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop_process(p)
 
     def restart_apiserver(self, down_s: float = 0.0) -> None:
         self._stop(self.apiserver)

@@ -99,8 +99,13 @@ class SidecarService(PdService):
         return recent | set(self.local.connected())
 
     async def StoreHeartbeat(self, request: Any, context: Ctx) -> Any:
-        if self.streams_for(context) is not None:
+        if (local := self.streams_for(context)) is not None:
             self.heartbeat_stores[request.stats.store_id] = time.monotonic()
+            # A TiKV that leads no region opens no region stream here: its store
+            # heartbeats still say this sidecar serves it (the operator needs that to
+            # drain the store on scale-in instead of removing its pod outright).
+            if local.on_bind is not None and request.stats.store_id:
+                local.on_bind(request.stats.store_id)
         return await self._forward("StoreHeartbeat", request, context)
 
     async def _forward(self, name: str, request: Any, context: Ctx) -> Any:

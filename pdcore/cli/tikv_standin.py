@@ -1,0 +1,207 @@
+"""`kubepd tikv-standin`: one simulated TiKV store that takes TiKV's own command line.
+
+In a TiKV pod it replaces tikv-server (the image `kubepd-tikv-standin` runs it), so the pod
+is the stand-in plus the kubepd sidecar talking over the pod's localhost, exactly as TiKV
+would: it finds the cluster with GetMembers, takes a store id (kept in --data-dir across
+restarts), bootstraps the cluster if no one has (the first region, on this store), joins
+with PutStore under its --advertise-addr, and then heartbeats its store and the regions
+it leads and executes what PD sends on the heartbeat stream, through pdsim's Fleet. It
+opens --addr (TiKV's port, what the pod's readiness probe checks) once it has joined.
+
+What it does not play: raft between pods. A region lives in the process of the store that
+leads it, so a step that needs another store to take part (a snapshot to a new peer, a
+leader transfer) waits; with maxReplicas 1 nothing needs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from pdcore.adapters.clock import ScaledClock
+from pdcore.cli import logs
+from pdcore.domain.region import Peer
+from pdcore.proto import metapb_pb2, pdpb_pb2
+from pdsim.fleet import Fleet, FleetConfig
+from pdsim.model import SimRegion
+
+log = logging.getLogger("kubepd.tikv-standin")
+T = TypeVar("T")
+STORE_FILE = "standin-store.json"
+RETRY_S = 1.0
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "tikv-standin",
+        help="play one TiKV store (simulated) with tikv-server's command line, for test pods",
+        description="A simulated TiKV store for a TiKV pod: registers with the PD at --pd "
+        "(the pod's kubepd sidecar), bootstraps the cluster if it is the first, heartbeats "
+        "and executes PD's commands. Accepts tikv-server's flags; --config is ignored.",
+    )
+    p.add_argument("--pd", default="127.0.0.1:2379", help="PD endpoints, comma-separated")
+    p.add_argument("--addr", default="127.0.0.1:20160", help="HOST:PORT to listen on")
+    p.add_argument("--advertise-addr", default=None, help="address PD tells others (--addr)")
+    p.add_argument("--status-addr", default=None, help="accepted for TiKV's sake; unused")
+    p.add_argument("--data-dir", default=None, help="where the store id is kept")
+    p.add_argument("--config", default=None, help="TiKV's config file; ignored")
+    p.add_argument("--labels", default="", help="store labels, k=v,k=v")
+    p.add_argument(
+        "--store-heartbeat", type=float, default=10.0, help="seconds between store heartbeats"
+    )
+    p.add_argument(
+        "--region-heartbeat", type=float, default=60.0, help="seconds between region heartbeats"
+    )
+    logs.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_format)
+    try:
+        labels = parse_labels(args.labels)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    asyncio.run(serve(args, labels))
+    return 0
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad label {item!r}: want key=value")
+        out[key] = value
+    return out
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
+async def retry(what: str, fn: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+    """Like TiKV: keep trying while PD (the sidecar, its pd-leader) is not there yet."""
+    while True:
+        try:
+            return await fn()
+        except grpc.aio.AioRpcError as e:
+            log.info("%s: %s; retrying", what, e.details())
+        except RuntimeError as e:
+            log.info("%s: %s; retrying", what, e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETRY_S)
+        if stop.is_set():
+            raise asyncio.CancelledError
+
+
+def load_store_id(data_dir: str | None) -> int | None:
+    if data_dir is None:
+        return None
+    path = Path(data_dir) / STORE_FILE
+    if not path.exists():
+        return None
+    return int(json.loads(path.read_text())["store_id"])
+
+
+def save_store_id(data_dir: str | None, store_id: int) -> None:
+    if data_dir is None:
+        return
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(data_dir) / STORE_FILE).write_text(json.dumps({"store_id": store_id}))
+
+
+async def join(fleet: Fleet, args: argparse.Namespace, labels: dict[str, str]) -> int:
+    """GetMembers, a store id, Bootstrap if needed: what TiKV does before PutStore."""
+    members = await fleet.stub.GetMembers(pdpb_pb2.GetMembersRequest(), timeout=5)
+    if members.header.HasField("error") or not members.header.cluster_id:
+        raise RuntimeError(f"PD not ready: {members.header.error.message or 'no cluster id'}")
+    fleet.cluster_id = members.header.cluster_id
+    store_id = load_store_id(args.data_dir)
+    if store_id is None:
+        (store_id,) = await fleet.alloc_ids(1)
+        save_store_id(args.data_dir, store_id)
+    address = args.advertise_addr or args.addr
+    boot = await fleet.stub.IsBootstrapped(
+        pdpb_pb2.IsBootstrappedRequest(header=fleet.header()), timeout=5
+    )
+    if boot.header.HasField("error"):
+        raise RuntimeError(boot.header.error.message)
+    if not boot.bootstrapped:
+        region_id, peer_id = await fleet.alloc_ids(2)
+        resp = await fleet.stub.Bootstrap(
+            pdpb_pb2.BootstrapRequest(
+                header=fleet.header(),
+                store=metapb_pb2.Store(
+                    id=store_id,
+                    address=address,
+                    version="8.5.0",
+                    labels=[metapb_pb2.StoreLabel(key=k, value=v) for k, v in labels.items()],
+                ),
+                region=metapb_pb2.Region(
+                    id=region_id,
+                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+                    peers=[metapb_pb2.Peer(id=peer_id, store_id=store_id)],
+                ),
+            ),
+            timeout=10,
+        )
+        err = resp.header.error
+        if resp.header.HasField("error") and err.type != pdpb_pb2.ALREADY_BOOTSTRAPPED:
+            raise RuntimeError(f"bootstrap: {err.message}")
+        if not resp.header.HasField("error"):
+            log.info("bootstrapped the cluster", extra={"store": store_id, "region": region_id})
+            peer = Peer(peer_id, store_id)
+            fleet.regions[region_id] = SimRegion(
+                region_id, b"", b"", [peer], peer_id, size_mib=1, keys=1000
+            )
+    return store_id
+
+
+async def serve(args: argparse.Namespace, labels: dict[str, str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config = FleetConfig(store_hb_s=args.store_heartbeat, region_hb_s=args.region_heartbeat)
+    fleet = Fleet(args.pd.split(",")[0].removeprefix("http://"), "", ScaledClock(1.0), config)
+    server: asyncio.Server | None = None
+    try:
+        store_id = await retry("joining the cluster", lambda: join(fleet, args, labels), stop)
+        address = args.advertise_addr or args.addr
+        await retry(
+            "PutStore",
+            lambda: fleet.add_store(labels, address=address, store_id=store_id),
+            stop,
+        )
+        for r in fleet.regions.values():
+            fleet.heartbeat(r)
+        host, port = split_host_port(args.addr)
+        server = await asyncio.start_server(_hang_up, host, port)
+        log.info("store up", extra={"store": store_id, "address": address})
+        while not stop.is_set():
+            await fleet.step()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), fleet.cfg.tick_wall_s * 10)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        if server is not None:
+            server.close()
+        await fleet.close()
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """TiKV's port: the readiness probe only connects."""
+    writer.close()
