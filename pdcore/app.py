@@ -44,6 +44,7 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     tso_save_interval_ms: int = 3000
     enable_scheduling: bool = True
+    force_new_cluster: bool = False  # move an existing database aside and start anew
 
 
 class PdServer:
@@ -55,7 +56,7 @@ class PdServer:
             mem = MemoryStore()
             self.store, self.region_storage = mem, mem
         else:
-            local = LocalStore(options.data_dir)
+            local = LocalStore(options.data_dir, force_new_cluster=options.force_new_cluster)
             self.store, self.region_storage = local, local
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None

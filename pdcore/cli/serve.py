@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
+from pdcore.adapters.storage.data_dir import DataDirError
 from pdcore.app import PdServer, ServerOptions
 from pdcore.cli import logs
 
@@ -69,6 +70,12 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=None,
         help=f"largest gRPC message accepted (default: {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    p.add_argument(
+        "--force-new-cluster",
+        action="store_true",
+        help="start a new cluster even though --data-dir holds one (its files are kept, "
+        "renamed *.old-TIME); without it a missing or damaged database is refused",
     )
     p.add_argument(
         "--log-level",
@@ -140,19 +147,24 @@ def run(args: argparse.Namespace) -> int:
         ),
         status_addr=cfg["status_addr"],
         max_message_bytes=cfg["max_message_bytes"],
+        force_new_cluster=bool(getattr(args, "force_new_cluster", False)),
     )
     return asyncio.run(_serve(options))
 
 
 async def _serve(options: ServerOptions) -> int:
-    server = PdServer(options)
+    try:
+        server = PdServer(options)
+    except DataDirError as e:
+        log.error("cannot start: %s", e)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, DataDirError) as e:
         log.error("cannot start: %s", e)
         await server.stop(0)
         return 1
