@@ -123,6 +123,7 @@ class PdNode:
         self._tso_lock = asyncio.Lock()
         self._id_lock = asyncio.Lock()
         self._tso_saved = 0
+        self._serving_writes = False  # took over TSO and IDs (cleared by step_down)
         self._dirty = _DirtyRegions()
         self._flush_interval = region_flush_interval_s
         self._tasks: list[asyncio.Task[None]] = []
@@ -134,7 +135,20 @@ class PdNode:
     # -- lifecycle -----------------------------------------------------------
     async def load_durable(self, serve_writes: bool = True) -> None:
         """(Re)load durable state; with `serve_writes`, also take over TSO above the
-        last saved window — what a new leader does before it answers anything."""
+        last saved window — what a new leader does before it answers anything.
+
+        A follower's refresh (`serve_writes=False`) holds the TSO and ID locks, so it
+        is ordered against a take-over: one that read the store before the take-over
+        must not land after it and put back the marks the new leader just moved."""
+        if serve_writes:
+            await self._load_durable(serve_writes=True)
+            return
+        async with self._tso_lock, self._id_lock:
+            if self._serving_writes:
+                return  # took over meanwhile: our marks are the newest
+            await self._load_durable(serve_writes=False)
+
+    async def _load_durable(self, serve_writes: bool) -> None:
         state = await self.meta_store.load()
         self.cluster_id = state.cluster_id or await self.meta_store.init_cluster_id(
             make_cluster_id(int(self.clock.now_s()), self._rng.getrandbits(32))
@@ -150,6 +164,7 @@ class PdNode:
         self._tso_saved = state.tso_window
         if serve_writes:
             await self._start_tso()
+            self._serving_writes = True
 
     async def become_leader(self) -> None:
         """A follower that won the pd-leader lease: its region tree (the synced cache)
@@ -164,6 +179,7 @@ class PdNode:
     def step_down(self) -> None:
         """Stop serving timestamps at once: nothing below our window may be reused."""
         self.tso_alloc.saved_until = 0
+        self._serving_writes = False
 
     async def start(self, serve_writes: bool = True) -> None:
         await self.load_durable(serve_writes)

@@ -1,0 +1,70 @@
+"""A follower's periodic refresh of durable state, racing a take-over of the pd-leader
+role: a refresh that read the store before the take-over must not land after it and
+put back the old TSO window (the new leader would then refuse every timestamp)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.domain.errors import NotLeader
+from pdcore.ports import PersistedState
+from tests.unit.test_node import make_node
+
+
+class GatedStore(MemoryStore):
+    """The next load() after `arm()` reads the state, then waits for `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self) -> PersistedState:
+        state = await super().load()
+        if self.armed:
+            self.armed = False
+            self.reading.set()
+            await self.release.wait()
+        return state
+
+
+async def test_a_refresh_that_started_before_a_take_over_does_not_undo_it() -> None:
+    store = GatedStore()
+    leader = [False]
+    node = make_node(store, is_leader=lambda: leader[0], tso_save_interval_ms=150)
+    await node.start(serve_writes=False)
+    store.armed = True
+    refresh = asyncio.create_task(node.load_durable(serve_writes=False))
+    await asyncio.wait_for(store.reading.wait(), 5)
+    take_over = asyncio.create_task(node.become_leader())
+    await asyncio.sleep(0.05)  # let the take-over run as far as it can
+    store.release.set()
+    await asyncio.wait_for(asyncio.gather(refresh, take_over), 5)
+    leader[0] = True
+    # Serve across several window extensions: each is a CAS on the saved window.
+    last = 0
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        try:
+            ts = (await node.tso(1)).compose()
+        except NotLeader as e:  # before the fix: "tso window was taken over"
+            raise AssertionError(f"the new leader refused timestamps: {e}") from None
+        assert ts > last
+        last = ts
+        await asyncio.sleep(0.01)
+    assert store.state.tso_window > 0
+    await node.stop()
+
+
+async def test_a_refresh_after_stepping_down_reads_the_store_again() -> None:
+    store = MemoryStore()
+    node = make_node(store, tso_save_interval_ms=150)
+    await node.start()
+    node.step_down()
+    store.state.id_mark = 5000  # another member moved on
+    await node.load_durable(serve_writes=False)
+    assert node.ids.end == 5000
+    await node.stop()
