@@ -311,6 +311,7 @@ class PdNode:
         self.cluster = meta
         self._stores[store.id] = store
         self.tree.put(region)
+        self._publish(region)  # followers' caches must hold the first region too
         log.info("cluster bootstrapped", extra={"store": store.id, "region": region.id})
 
     # -- stores ----------------------------------------------------------------
@@ -504,10 +505,14 @@ class PdNode:
             self._dirty.deleted.add(r.id)
         self._dirty.deleted.discard(region.id)
         self._dirty.changed[region.id] = region
-        for q in self.region_watchers:
-            q.put_nowait(region)
+        self._publish(region)
         if self.scheduling is not None:
             self.scheduling.on_region_heartbeat(region, origin)
+
+    def _publish(self, region: Region) -> None:
+        """Push an accepted meta change to every follower's region-sync stream."""
+        for q in self.region_watchers:
+            q.put_nowait(region)
 
     async def _region_flusher(self) -> None:
         while True:

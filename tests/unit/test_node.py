@@ -3,6 +3,7 @@ durability across restarts, and bad input that must change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -185,4 +186,16 @@ async def test_storage_outage_loses_no_region_update() -> None:
     mem.fail_writes = False
     await node.flush_regions()
     assert mem.regions[2].epoch == RegionEpoch(1, 3)
+    await node.stop()
+
+
+async def test_bootstrap_sends_the_first_region_to_followers() -> None:
+    """A follower synced before bootstrap must get the bootstrap region, or a new
+    leader elected from it serves regions=0 until TiKV re-reports."""
+    node = make_node(MemoryStore())
+    await node.start()
+    follower: asyncio.Queue[Region] = asyncio.Queue()
+    node.region_watchers.add(follower)
+    await node.bootstrap(Store(1, "127.0.0.1:20160", version="8.5.0"), first_region())
+    assert follower.get_nowait() == first_region()
     await node.stop()
