@@ -18,9 +18,11 @@ from typing import Protocol
 
 from pdcore.domain.cluster import ClusterMeta, check_bootstrap, make_cluster_id
 from pdcore.domain.config import ClusterConfig
+from pdcore.domain.config import validate as validate_config
 from pdcore.domain.errors import (
     AlreadyBootstrapped,
     CasConflict,
+    InvalidValue,
     NotBootstrapped,
     NotLeader,
     PdError,
@@ -158,7 +160,11 @@ class PdNode:
         self.gc = state.gc
         self.global_config = dict(state.global_config)
         if state.config is not None:
-            self.config = state.config
+            try:
+                validate_config(state.config)
+                self.config = state.config
+            except ValueError as e:  # saved before configs were validated
+                log.warning("ignoring the saved config, which is invalid: %s", e)
         self.ids = IdAllocator(step=self.ids.step)
         self.ids.start(state.id_mark)
         self._tso_saved = state.tso_window
@@ -611,6 +617,10 @@ class PdNode:
         return new
 
     async def set_config(self, config: ClusterConfig) -> None:
+        try:
+            validate_config(config)
+        except ValueError as e:
+            raise InvalidValue(f"invalid config: {e}") from None
         await self.meta_store.save_config(config)
         self.config = config
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pdcore.adapters.http.bad_body import reject_bad_bodies
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.domain.config import ReplicationConfig, ScheduleConfig, to_pd_json, update_from_pd_json
 from pdcore.domain.errors import PdError
@@ -364,7 +365,7 @@ async def min_resolved_ts(request: web.Request) -> web.Response:
 
 
 def build_app(node: PdNode, metrics_: Metrics) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[reject_bad_bodies])
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics_
     app[STARTED_KEY] = time.time()
