@@ -30,7 +30,7 @@ from pdcore.domain.errors import (
     StoreTombstone,
 )
 from pdcore.domain.gc import GcState, ServiceSafePoint
-from pdcore.domain.ids import IdAllocator
+from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT, MAX_SPLIT_IDS, IdAllocator
 from pdcore.domain.region import Region, validate_region_shape
 from pdcore.domain.region_tree import RegionTree
 from pdcore.domain.store import NodeState, Store, StoreState, StoreStats, parse_version
@@ -283,6 +283,13 @@ class PdNode:
     # -- IDs -----------------------------------------------------------------
     async def alloc_id(self, count: int = 1) -> int:
         """Allocate `count` ids; return the largest (the ids are id-count+1 .. id)."""
+        if count > MAX_ALLOC_COUNT:
+            raise InvalidValue(
+                f"invalid request: alloc id count {count} exceeds the limit {MAX_ALLOC_COUNT}"
+            )
+        return await self._alloc_ids(count)
+
+    async def _alloc_ids(self, count: int) -> int:
         self.check_serving()
         count = max(1, count)
         async with self._id_lock:
@@ -574,6 +581,13 @@ class PdNode:
             raise RegionNotFound("missing region for split")
         if split_count <= 0:
             raise PdError("invalid request: split count must be positive")
+        per_region = 1 + len(region.peers)
+        if split_count > MAX_SPLIT_COUNT or split_count * per_region > MAX_SPLIT_IDS:
+            raise InvalidValue(
+                f"invalid request: split count {split_count} for a region of "
+                f"{len(region.peers)} peers exceeds the limit ({MAX_SPLIT_COUNT} splits, "
+                f"{MAX_SPLIT_IDS} ids per request)"
+            )
         known = self.tree.find(region.start_key)
         if known is None or known.id != region.id:
             known = self.tree.get(region.id)
@@ -587,11 +601,12 @@ class PdNode:
                 f"invalid region epoch: region {region.id} reports {tuple(region.epoch)}, "
                 f"PD has {tuple(known.epoch)}"
             )
-        per_region = 1 + len(region.peers)
-        last = await self.alloc_id(per_region * split_count)
+        last = await self._alloc_ids(per_region * split_count)
         first = last - per_region * split_count + 1
         out: list[tuple[int, list[int]]] = []
         for i in range(split_count):
+            if i and i % 1000 == 0:
+                await asyncio.sleep(0)  # let TSO and heartbeats in between chunks
             base = first + i * per_region
             out.append((base, list(range(base + 1, base + per_region))))
         return out

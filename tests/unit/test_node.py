@@ -199,3 +199,20 @@ async def test_bootstrap_sends_the_first_region_to_followers() -> None:
     await node.bootstrap(Store(1, "127.0.0.1:20160", version="8.5.0"), first_region())
     assert follower.get_nowait() == first_region()
     await node.stop()
+
+
+async def test_huge_id_and_split_counts_are_refused_and_burn_nothing() -> None:
+    from pdcore.domain.errors import InvalidValue
+    from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT
+
+    node = await bootstrapped(MemoryStore())
+    before = await node.alloc_id(1)
+    with pytest.raises(InvalidValue, match="exceeds the limit"):
+        await node.alloc_id((1 << 32) - 1)
+    with pytest.raises(InvalidValue, match="exceeds the limit"):
+        await node.ask_batch_split(first_region(), 1_000_000)
+    assert await node.alloc_id(1) == before + 1  # no id was reserved by the refusals
+    assert await node.alloc_id(MAX_ALLOC_COUNT) == before + 1 + MAX_ALLOC_COUNT
+    ids = await node.ask_batch_split(first_region(), MAX_SPLIT_COUNT)
+    assert len(ids) == MAX_SPLIT_COUNT
+    await node.stop()
