@@ -16,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.decode_guard import DecodeGuard
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.http.api import build_app
@@ -71,11 +72,12 @@ class PdServer:
         opts = self.options
         host, port = host_port(opts.client_urls[0])
         self._grpc = grpc.aio.server(
+            interceptors=[DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
                 ("grpc.max_send_message_length", opts.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         try:
             bound = self._grpc.add_insecure_port(f"{host}:{port}")

@@ -19,6 +19,7 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.decode_guard import DecodeGuard
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
@@ -105,7 +106,8 @@ class SidecarServer:
         o = self.opts
         host, port = host_port(o.client_urls[0])
         self._grpc = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)]
+            interceptors=[DecodeGuard()],
+            options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)],
         )
         bound = self._grpc.add_insecure_port(f"{host}:{port}")
         self.client_address = f"{host}:{bound}"

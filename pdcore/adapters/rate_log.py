@@ -24,7 +24,7 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
 
-    def warning(self, kind: str, msg: str, *args: object) -> bool:
+    def warning(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log `msg` unless `kind` was logged less than an interval ago; True if logged."""
         now = self._clock()
         last = self._last.get(kind)
@@ -36,5 +36,5 @@ class RateLimitedLog:
         if len(self._last) > 1024:  # kinds come from a fixed set; bound it anyway
             self._last = {kind: now}
         extra = {"kind": kind, "suppressed": skipped} if skipped else {"kind": kind}
-        self._log.warning(msg, *args, extra=extra)
+        self._log.warning(msg, *args, extra=extra, exc_info=exc_info)
         return True

@@ -31,9 +31,16 @@ from pdcore.domain.errors import (
 )
 from pdcore.domain.gc import GcState, ServiceSafePoint
 from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT, MAX_SPLIT_IDS, IdAllocator
-from pdcore.domain.region import Region, validate_region_shape
+from pdcore.domain.region import Region, epoch_jump, validate_region_shape
 from pdcore.domain.region_tree import RegionTree
-from pdcore.domain.store import NodeState, Store, StoreState, StoreStats, parse_version
+from pdcore.domain.store import (
+    NodeState,
+    Store,
+    StoreState,
+    StoreStats,
+    parse_version,
+    validate_store_shape,
+)
 from pdcore.domain.tso import DEFAULT_SAVE_INTERVAL_MS, Timestamp, TsoAllocator, WindowExhausted
 from pdcore.ports import Clock, MetaStore, RegionStorage
 from pdcore.service.streams import HeartbeatStreams
@@ -386,6 +393,9 @@ class PdNode:
             )
         else:
             store = store.with_(state=StoreState.UP, node_state=NodeState.PREPARING)
+        problem = validate_store_shape(store)
+        if problem:
+            raise InvalidValue(f"invalid put store request: {problem}")
         async with self._store_lock(store.id):
             await self.meta_store.save_store(store)
             self._stores[store.id] = store
@@ -497,7 +507,9 @@ class PdNode:
             if self.scheduling is not None:
                 self.scheduling.on_region_heartbeat(region, origin)
             return
-        problem = validate_region_shape(region)
+        problem = validate_region_shape(region) or (
+            epoch_jump(origin.epoch, region.epoch) if origin is not None else None
+        )
         if problem:
             self.stats.region_heartbeats_rejected += 1
             raise PdError(f"invalid request: {problem}")

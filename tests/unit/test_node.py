@@ -216,3 +216,14 @@ async def test_huge_id_and_split_counts_are_refused_and_burn_nothing() -> None:
     ids = await node.ask_batch_split(first_region(), MAX_SPLIT_COUNT)
     assert len(ids) == MAX_SPLIT_COUNT
     await node.stop()
+
+
+async def test_an_epoch_jump_no_real_region_makes_is_refused() -> None:
+    from pdcore.domain.region import MAX_EPOCH_STEP
+
+    node = await bootstrapped(MemoryStore())
+    with pytest.raises(PdError, match="jumps more than"):
+        node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 2 + MAX_EPOCH_STEP)))
+    node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 1 + MAX_EPOCH_STEP)))
+    assert node.tree.get(2).epoch.version == 1 + MAX_EPOCH_STEP  # type: ignore[union-attr]
+    await node.stop()

@@ -19,4 +19,4 @@ def test_one_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> Non
     assert logged.count(True) == 2
     assert [r.getMessage() for r in caplog.records] == ["bad a", "bad b", "bad a again"]
     assert caplog.records[-1].suppressed == 99  # type: ignore[attr-defined]
-    assert all(r.exc_info is None for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)

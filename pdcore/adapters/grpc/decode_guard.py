@@ -1,0 +1,107 @@
+"""Requests that do not decode: INVALID_ARGUMENT and one log line per method per
+interval. Without this grpc answers `UNKNOWN: Unexpected DecodeError` and logs a full
+traceback for each one — any client could flood the log with random bytes.
+
+A server interceptor wraps each method's deserializer so a bad message becomes a
+marker instead of an exception, and the handler rejects the marker before any servicer
+code runs (for streams: when the bad message arrives, ending the stream)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from pdcore.adapters.rate_log import RateLimitedLog
+
+log = logging.getLogger("kubepd.grpc")
+
+
+class Undecodable:
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def run(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as e:
+            return Undecodable(str(e) or type(e).__name__)
+
+    return run
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        self.bad = RateLimitedLog(log)
+        self.rejected = 0
+
+    async def _reject(self, context: Any, method: str, bad: Undecodable) -> None:
+        self.rejected += 1
+        self.bad.warning(method, "undecodable request to %s: %s", method, bad.error)
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: cannot decode: {bad.error}"
+        )
+
+    async def _checked(
+        self, requests: AsyncIterator[Any], context: Any, method: str
+    ) -> AsyncIterator[Any]:
+        async for req in requests:
+            if isinstance(req, Undecodable):
+                await self._reject(context, method, req)
+            yield req
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler: Any = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method: str = details.method
+        decode = _tolerant(handler.request_deserializer)
+        encode = handler.response_serializer
+        guard = self
+
+        if handler.unary_unary is not None:
+            uu = handler.unary_unary
+
+            async def unary_unary(req: Any, ctx: Any) -> Any:
+                if isinstance(req, Undecodable):
+                    await guard._reject(ctx, method, req)
+                out = uu(req, ctx)
+                return await out if inspect.isawaitable(out) else out
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, decode, encode)
+        if handler.unary_stream is not None:
+            us = handler.unary_stream
+
+            async def unary_stream(req: Any, ctx: Any) -> AsyncIterator[Any]:
+                if isinstance(req, Undecodable):
+                    await guard._reject(ctx, method, req)
+                async for resp in us(req, ctx):
+                    yield resp
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, decode, encode)
+        if handler.stream_unary is not None:
+            su = handler.stream_unary
+
+            async def stream_unary(reqs: AsyncIterator[Any], ctx: Any) -> Any:
+                out = su(guard._checked(reqs, ctx, method), ctx)
+                return await out if inspect.isawaitable(out) else out
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
+        ss = handler.stream_stream
+
+        async def stream_stream(reqs: AsyncIterator[Any], ctx: Any) -> AsyncIterator[Any]:
+            async for resp in ss(guard._checked(reqs, ctx, method), ctx):
+                yield resp
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, decode, encode)
