@@ -28,6 +28,7 @@ from pdcore.domain.errors import (
     PdError,
     RegionNotFound,
     StoreTombstone,
+    TransportError,
 )
 from pdcore.domain.gc import GcState, ServiceSafePoint
 from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT, MAX_SPLIT_IDS, IdAllocator
@@ -83,6 +84,30 @@ class NodeStats:
     regions_flushed: int = 0
 
 
+class _Failures:
+    """A background task's repeated failure: logged when it starts (with a traceback
+    only for a bug) and when it ends, not on every retry."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+
+    def failed(self, e: Exception) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning(
+                "%s failed: %s; retrying",
+                self.what,
+                e,
+                exc_info=not isinstance(e, PdError | TransportError | OSError),
+            )
+
+    def ok(self) -> None:
+        if self.count:
+            log.info("%s works again after %d failed attempts", self.what, self.count)
+            self.count = 0
+
+
 @dataclass(slots=True)
 class _DirtyRegions:
     changed: dict[int, Region] = field(default_factory=dict)
@@ -133,6 +158,8 @@ class PdNode:
         self._id_lock = asyncio.Lock()
         self._tso_saved = 0
         self._serving_writes = False  # took over TSO and IDs (cleared by step_down)
+        self._keeper_failures = _Failures("extending the tso window")
+        self._flush_failures = _Failures("saving regions")
         self._dirty = _DirtyRegions()
         self._flush_interval = region_flush_interval_s
         self._tasks: list[asyncio.Task[None]] = []
@@ -251,7 +278,9 @@ class PdNode:
         try:
             await self.meta_store.cas_tso_window(self._tso_saved, window)
         except CasConflict:
-            # Someone else moved the window: we are no longer the only TSO server.
+            # Someone else moved the window: we are no longer the only TSO server. Stop
+            # for good (the keeper no longer retries); only a new take-over restarts.
+            self.tso_alloc.saved_until = 0
             log.error("tso window changed underneath; refusing to serve timestamps")
             raise NotLeader("tso window was taken over by another member") from None
         self._tso_saved = window
@@ -267,8 +296,9 @@ class PdNode:
                 async with self._tso_lock:
                     try:
                         await self._persist_tso_window(need)
-                    except Exception:
-                        log.exception("could not extend the tso window")
+                        self._keeper_failures.ok()
+                    except Exception as e:
+                        self._keeper_failures.failed(e)
 
     async def tso(self, count: int) -> Timestamp:
         self.check_serving()
@@ -544,8 +574,9 @@ class PdNode:
             await asyncio.sleep(self._flush_interval)
             try:
                 await self.flush_regions()
-            except Exception:
-                log.exception("region flush failed; will retry")
+                self._flush_failures.ok()
+            except Exception as e:
+                self._flush_failures.failed(e)
 
     async def flush_regions(self) -> None:
         if self.region_storage is None:
