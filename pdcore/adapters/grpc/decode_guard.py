@@ -4,7 +4,9 @@ traceback for each one — any client could flood the log with random bytes.
 
 A server interceptor wraps each method's deserializer so a bad message becomes a
 marker instead of an exception, and the handler rejects the marker before any servicer
-code runs (for streams: when the bad message arrives, ending the stream)."""
+code runs (for streams: when the bad message arrives, ending the stream). Methods the
+generated base class leaves unimplemented answer UNIMPLEMENTED the same quiet way
+(they raise NotImplementedError, which grpc would log with a traceback per call)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: cannot decode: {bad.error}"
         )
 
+    async def _unimplemented(self, context: Any, method: str) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+
     async def _checked(
         self, requests: AsyncIterator[Any], context: Any, method: str
     ) -> AsyncIterator[Any]:
@@ -76,8 +81,11 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             async def unary_unary(req: Any, ctx: Any) -> Any:
                 if isinstance(req, Undecodable):
                     await guard._reject(ctx, method, req)
-                out = uu(req, ctx)
-                return await out if inspect.isawaitable(out) else out
+                try:
+                    out = uu(req, ctx)
+                    return await out if inspect.isawaitable(out) else out
+                except NotImplementedError:
+                    await guard._unimplemented(ctx, method)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, decode, encode)
         if handler.unary_stream is not None:
@@ -86,7 +94,11 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             async def unary_stream(req: Any, ctx: Any) -> AsyncIterator[Any]:
                 if isinstance(req, Undecodable):
                     await guard._reject(ctx, method, req)
-                async for resp in us(req, ctx):
+                try:
+                    responses = us(req, ctx)
+                except NotImplementedError:
+                    await guard._unimplemented(ctx, method)
+                async for resp in responses:
                     yield resp
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, decode, encode)
@@ -94,14 +106,21 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             su = handler.stream_unary
 
             async def stream_unary(reqs: AsyncIterator[Any], ctx: Any) -> Any:
-                out = su(guard._checked(reqs, ctx, method), ctx)
-                return await out if inspect.isawaitable(out) else out
+                try:
+                    out = su(guard._checked(reqs, ctx, method), ctx)
+                    return await out if inspect.isawaitable(out) else out
+                except NotImplementedError:
+                    await guard._unimplemented(ctx, method)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
         ss = handler.stream_stream
 
         async def stream_stream(reqs: AsyncIterator[Any], ctx: Any) -> AsyncIterator[Any]:
-            async for resp in ss(guard._checked(reqs, ctx, method), ctx):
+            try:
+                responses = ss(guard._checked(reqs, ctx, method), ctx)
+            except NotImplementedError:
+                await guard._unimplemented(ctx, method)
+            async for resp in responses:
                 yield resp
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, decode, encode)
