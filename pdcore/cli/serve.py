@@ -14,6 +14,7 @@ from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
 from pdcore.adapters.storage.data_dir import DataDirError
 from pdcore.app import PdServer, ServerOptions
 from pdcore.cli import logs
+from pdcore.domain.errors import PdError
 
 log = logging.getLogger("kubepd.serve")
 
@@ -164,7 +165,7 @@ async def _serve(options: ServerOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, ValueError, DataDirError) as e:
+    except (OSError, ValueError, DataDirError, PdError) as e:  # PdError: storage failed
         log.error("cannot start: %s", e)
         await server.stop(0)
         return 1
