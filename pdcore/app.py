@@ -6,6 +6,7 @@ passed in explicitly through `ServerOptions`; nothing is read from globals.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -16,14 +17,16 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
-from pdcore.adapters.grpc.decode_guard import DecodeGuard
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
+from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.client_cert import require_common_name
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.adapters.tls import HttpTls, Security, grpc_credentials
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, MetaStore, RegionStorage
 from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
@@ -46,6 +49,7 @@ class ServerOptions:
     tso_save_interval_ms: int = 3000
     enable_scheduling: bool = True
     force_new_cluster: bool = False  # move an existing database aside and start anew
+    security: Security = field(default_factory=Security)  # TLS / mTLS (off by default)
 
 
 class PdServer:
@@ -67,28 +71,35 @@ class PdServer:
         self.metrics: Metrics | None = None
         self.policies: Any = None
         self.wasm_host: Any = None
+        self._http_tls: HttpTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         opts = self.options
         host, port = host_port(opts.client_urls[0])
         self._grpc = grpc.aio.server(
-            interceptors=[DecodeGuard()],
+            interceptors=[RequestGuard(opts.security.cert_allowed_cn)],
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
                 ("grpc.max_send_message_length", opts.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
+        sec = opts.security
         try:
-            bound = self._grpc.add_insecure_port(f"{host}:{port}")
+            if sec.enabled:
+                bound = self._grpc.add_secure_port(f"{host}:{port}", grpc_credentials(sec))
+            else:
+                bound = self._grpc.add_insecure_port(f"{host}:{port}")
         except RuntimeError:  # grpc raises when the port is taken
             bound = 0
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
         self.client_address = f"{host}:{bound}"
-        advertise = opts.advertise_client_urls or [f"http://{self.client_address}"]
+        scheme = "https" if sec.enabled else "http"
+        advertise = opts.advertise_client_urls or [f"{scheme}://{self.client_address}"]
         if opts.advertise_client_urls and port == 0:
-            advertise = [f"http://{self.client_address}"]
+            advertise = [f"{scheme}://{self.client_address}"]
         member = Member(
             name=opts.name,
             member_id=member_id_of(opts.name, advertise[0]),
@@ -114,10 +125,17 @@ class PdServer:
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         self._attach_scheduling_routes(app, node)
+        ssl_context = None
+        if sec.enabled:
+            self._http_tls = HttpTls(sec)
+            ssl_context = self._http_tls.context
+            self._tls_watch = asyncio.get_running_loop().create_task(self._http_tls.watch())
+            if sec.cert_allowed_cn:
+                app.middlewares.append(require_common_name(sec.cert_allowed_cn))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(opts.status_addr)
-        site = web.TCPSite(self._http, shost, sport)
+        site = web.TCPSite(self._http, shost, sport, ssl_context=ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -161,6 +179,8 @@ class PdServer:
         add_policy_routes(app, self.policies, self.wasm_host)
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         if self.policies is not None:
             await self.policies.stop()
         if self.wasm_host is not None:

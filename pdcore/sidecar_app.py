@@ -19,8 +19,8 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
-from pdcore.adapters.grpc.decode_guard import DecodeGuard
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
+from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
@@ -106,7 +106,7 @@ class SidecarServer:
         o = self.opts
         host, port = host_port(o.client_urls[0])
         self._grpc = grpc.aio.server(
-            interceptors=[DecodeGuard()],
+            interceptors=[RequestGuard()],
             options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)],
         )
         bound = self._grpc.add_insecure_port(f"{host}:{port}")

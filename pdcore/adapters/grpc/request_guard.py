@@ -1,4 +1,7 @@
-"""Requests that do not decode: INVALID_ARGUMENT and one log line per method per
+"""Every request passes here before servicer code runs: with TLS, is the client's
+certificate one we admit (`cert-allowed-cn`)? Then: does it decode?
+
+Requests that do not decode: INVALID_ARGUMENT and one log line per method per
 interval. Without this grpc answers `UNKNOWN: Unexpected DecodeError` and logs a full
 traceback for each one — any client could flood the log with random bytes.
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -39,10 +42,24 @@ def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return run
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self) -> None:
+class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, allowed_cn: Collection[str] = ()) -> None:
         self.bad = RateLimitedLog(log)
         self.rejected = 0
+        self.allowed_cn = frozenset(allowed_cn)
+
+    async def _admit(self, context: Any, method: str) -> None:
+        """PD's cert-allowed-cn: with a list, only clients whose certificate's common
+        name is on it (the TLS handshake already checked the certificate itself)."""
+        if not self.allowed_cn:
+            return
+        names = {n.decode() for n in context.auth_context().get("x509_common_name", [])}
+        if not names & self.allowed_cn:
+            self.bad.warning(f"cn:{method}", "refused client %s on %s", sorted(names), method)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client certificate common name {sorted(names)} is not allowed",
+            )
 
     async def _reject(self, context: Any, method: str, bad: Undecodable) -> None:
         self.rejected += 1
@@ -79,6 +96,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             uu = handler.unary_unary
 
             async def unary_unary(req: Any, ctx: Any) -> Any:
+                await guard._admit(ctx, method)
                 if isinstance(req, Undecodable):
                     await guard._reject(ctx, method, req)
                 try:
@@ -92,6 +110,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             us = handler.unary_stream
 
             async def unary_stream(req: Any, ctx: Any) -> AsyncIterator[Any]:
+                await guard._admit(ctx, method)
                 if isinstance(req, Undecodable):
                     await guard._reject(ctx, method, req)
                 try:
@@ -106,6 +125,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             su = handler.stream_unary
 
             async def stream_unary(reqs: AsyncIterator[Any], ctx: Any) -> Any:
+                await guard._admit(ctx, method)
                 try:
                     out = su(guard._checked(reqs, ctx, method), ctx)
                     return await out if inspect.isawaitable(out) else out
@@ -116,6 +136,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         ss = handler.stream_stream
 
         async def stream_stream(reqs: AsyncIterator[Any], ctx: Any) -> AsyncIterator[Any]:
+            await guard._admit(ctx, method)
             try:
                 responses = ss(guard._checked(reqs, ctx, method), ctx)
             except NotImplementedError:
