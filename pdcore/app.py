@@ -20,6 +20,7 @@ from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.grpc.request_guard import RequestGuard
+from pdcore.adapters.http.access import ApiAccess, guard_writes
 from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.client_cert import require_common_name
 from pdcore.adapters.http.metrics import Metrics
@@ -50,6 +51,7 @@ class ServerOptions:
     enable_scheduling: bool = True
     force_new_cluster: bool = False  # move an existing database aside and start anew
     security: Security = field(default_factory=Security)  # TLS / mTLS (off by default)
+    api_access: ApiAccess = field(default_factory=ApiAccess)  # HTTP writes: open by default
 
 
 class PdServer:
@@ -132,6 +134,8 @@ class PdServer:
             self._tls_watch = asyncio.get_running_loop().create_task(self._http_tls.watch())
             if sec.cert_allowed_cn:
                 app.middlewares.append(require_common_name(sec.cert_allowed_cn))
+        if opts.api_access.restricted:
+            app.middlewares.append(guard_writes(opts.api_access))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(opts.status_addr)

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pdcore.adapters.http.access import ApiAccess
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
 from pdcore.adapters.storage.data_dir import DataDirError
 from pdcore.adapters.tls import Security
@@ -99,6 +100,19 @@ def add_parser(sub: Any) -> None:
         "--key", metavar="FILE", default=None, help="the key of --cert ([security] key-path)"
     )
     p.add_argument(
+        "--api-read-only",
+        action="store_true",
+        help="refuse every write on the HTTP API (403): stores, config, schedulers, "
+        "operators, policies; reads stay open",
+    )
+    p.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        default=None,
+        help="HTTP API writes need 'Authorization: Bearer <the token in FILE>' (401 "
+        "otherwise); reads stay open",
+    )
+    p.add_argument(
         "--force-new-cluster",
         action="store_true",
         help="start a new cluster even though --data-dir holds one (its files are kept, "
@@ -176,6 +190,19 @@ def security_of(cfg: dict[str, Any], args: argparse.Namespace) -> Security:
     return sec
 
 
+def access_of(args: argparse.Namespace) -> ApiAccess:
+    token = ""
+    path = getattr(args, "api_token_file", None)
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise SystemExit(f"kubepd: cannot read --api-token-file {path}: {e}") from None
+        if not token:
+            raise SystemExit(f"kubepd: --api-token-file {path} is empty")
+    return ApiAccess(read_only=bool(getattr(args, "api_read_only", False)), token=token)
+
+
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "name": "pd",
@@ -213,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=cfg["max_message_bytes"],
         force_new_cluster=bool(getattr(args, "force_new_cluster", False)),
         security=security_of(cfg, args),
+        api_access=access_of(args),
     )
     return asyncio.run(_serve(options))
 
