@@ -22,12 +22,12 @@ from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.access import ApiAccess, guard_writes
 from pdcore.adapters.http.api import build_app
-from pdcore.adapters.http.client_cert import require_common_name
+from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
-from pdcore.adapters.tls import HttpTls, Security, grpc_credentials
+from pdcore.adapters.tls import HttpTls, Security, add_grpc_port
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, MetaStore, RegionStorage
 from pdcore.proto import meta_storagepb_pb2_grpc, pdpb_pb2_grpc
@@ -88,13 +88,7 @@ class PdServer:
             ],
         )
         sec = opts.security
-        try:
-            if sec.enabled:
-                bound = self._grpc.add_secure_port(f"{host}:{port}", grpc_credentials(sec))
-            else:
-                bound = self._grpc.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:  # grpc raises when the port is taken
-            bound = 0
+        bound = add_grpc_port(self._grpc, f"{host}:{port}", sec)
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
         self.client_address = f"{host}:{bound}"
@@ -127,13 +121,10 @@ class PdServer:
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         self._attach_scheduling_routes(app, node)
-        ssl_context = None
-        if sec.enabled:
-            self._http_tls = HttpTls(sec)
-            ssl_context = self._http_tls.context
+        self._http_tls = secure(app, sec)
+        ssl_context = self._http_tls.context if self._http_tls else None
+        if self._http_tls is not None:
             self._tls_watch = asyncio.get_running_loop().create_task(self._http_tls.watch())
-            if sec.cert_allowed_cn:
-                app.middlewares.append(require_common_name(sec.cert_allowed_cn))
         if opts.api_access.restricted:
             app.middlewares.append(guard_writes(opts.api_access))
         self._http = web.AppRunner(app, access_log=None)

@@ -22,6 +22,7 @@ from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
@@ -42,6 +43,7 @@ from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
+from pdcore.adapters.tls import Security, add_grpc_port, dialer
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import PdError
 from pdcore.domain.region import Region
@@ -68,6 +70,7 @@ class SidecarOptions:
     lease_duration_s: float = 5.0
     renew_period_s: float = 1.0
     tso_save_interval_ms: int = 3000
+    security: Security = field(default_factory=Security)  # TLS / mTLS, also to other pods
 
 
 class SidecarServer:
@@ -105,13 +108,18 @@ class SidecarServer:
     async def start(self) -> None:
         o = self.opts
         host, port = host_port(o.client_urls[0])
+        sec = o.security
+        dial = dialer(sec)
         self._grpc = grpc.aio.server(
-            interceptors=[RequestGuard()],
+            interceptors=[RequestGuard(sec.cert_allowed_cn)],
             options=[("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)],
         )
-        bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        bound = add_grpc_port(self._grpc, f"{host}:{port}", sec)
+        if bound == 0:
+            raise OSError(f"cannot listen on {host}:{port} (in use, or not a local address)")
         self.client_address = f"{host}:{bound}"
-        url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
+        scheme = "https" if sec.enabled else "http"
+        url = (o.advertise_client_urls or [f"{scheme}://{self.client_address}"])[0]
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
         self.leader_lease = LeaseRole(
@@ -142,7 +150,7 @@ class SidecarServer:
         )
         await self.node.start(serve_writes=False)
         self.link = LeaderLink(
-            lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url
+            lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url, dial=dial
         )
         # Operator steps: from the scheduler role's holder to the sidecar serving each
         # store, which admits them only from the current holder (the fence).
@@ -156,6 +164,7 @@ class SidecarServer:
             self.directory.url_of,
             self._scheduler_term,
             lambda: self.node.cluster_id,
+            dial=dial,
         )
         self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
         self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
@@ -184,10 +193,14 @@ class SidecarServer:
         kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
+        http_tls = secure(app, sec)
+        if http_tls is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(http_tls.watch()))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(o.status_addr)
-        await web.TCPSite(self._http, shost, sport).start()
+        ssl_context = http_tls.context if http_tls is not None else None
+        await web.TCPSite(self._http, shost, sport, ssl_context=ssl_context).start()
         await self._grpc.start()
         self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
@@ -219,12 +232,15 @@ class SidecarServer:
         self.policies = start_policies(
             self.client, o.namespace, o.cluster, self.scheduling, self.is_leader, self.events
         )
-        self.proposer = Proposer(lambda: self.sched_lease.holder, lambda: self.node.cluster_id)
+        self.proposer = Proposer(
+            lambda: self.sched_lease.holder, lambda: self.node.cluster_id, dial=dial
+        )
         self.leader_stores = LeaderStores(
             self.node,
             self.is_leader,
             lambda: self.leader_lease.holder,
             lambda: self.node.cluster_id,
+            dial=dial,
         )
         self.store_policies = start_store_policies(
             self.client,
@@ -244,7 +260,7 @@ class SidecarServer:
             member_id=self.member.member_id,
             client_urls=list(self.member.client_urls),
         )
-        self._tasks = [
+        self._tasks += [
             loop.create_task(
                 self.link.sync_regions(
                     self._apply_synced, member_pb, lambda: not self.is_leader(), self._caught_up

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -140,3 +141,27 @@ def peer_common_names(peercert: dict[str, object] | None) -> set[str]:
             if key == "commonName":
                 names.add(str(value))
     return names
+
+
+def add_grpc_port(server: grpc.aio.Server, address: str, sec: Security) -> int:
+    """Listen on `address`, over TLS when configured; the bound port (0: could not)."""
+    try:
+        if sec.enabled:
+            return server.add_secure_port(address, grpc_credentials(sec))
+        return server.add_insecure_port(address)
+    except RuntimeError:  # grpc raises when the port is taken
+        return 0
+
+
+def dialer(sec: Security) -> Callable[[str], grpc.aio.Channel]:
+    """How this member opens channels to other members: with TLS, presenting its own
+    certificate (re-read for every new channel, so rotation needs no restart)."""
+    if not sec.enabled:
+        return grpc.aio.insecure_channel
+    files = CertFiles(sec)
+
+    def dial(address: str) -> grpc.aio.Channel:
+        key, cert, ca = files.read()
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert))
+
+    return dial

@@ -13,9 +13,8 @@ from typing import Any
 from pdcore.adapters.http.access import ApiAccess
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
 from pdcore.adapters.storage.data_dir import DataDirError
-from pdcore.adapters.tls import Security
 from pdcore.app import PdServer, ServerOptions
-from pdcore.cli import logs
+from pdcore.cli import logs, security_flags
 from pdcore.domain.errors import PdError
 
 log = logging.getLogger("kubepd.serve")
@@ -31,14 +30,6 @@ CONFIG_KEYS: dict[str, type] = {
     "log_format": str,
     "max_message_bytes": int,
 }
-# The [security] table, as PD spells it, and the flags that override it.
-SECURITY_KEYS: dict[str, type] = {
-    "cacert-path": str,
-    "cert-path": str,
-    "key-path": str,
-    "cert-allowed-cn": list,
-}
-SECURITY_FLAGS = {"cacert": "cacert-path", "cert": "cert-path", "key": "key-path"}
 
 
 def add_parser(sub: Any) -> None:
@@ -82,23 +73,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         help=f"largest gRPC message accepted (default: {DEFAULT_MAX_MESSAGE_BYTES})",
     )
-    p.add_argument(
-        "--cacert",
-        metavar="FILE",
-        default=None,
-        help="CA certificate (PEM): serve gRPC and HTTP over mutual TLS, clients must "
-        "present a certificate it signed ([security] cacert-path)",
-    )
-    p.add_argument(
-        "--cert",
-        metavar="FILE",
-        default=None,
-        help="this server's certificate (PEM); with --key, gRPC and HTTP use TLS "
-        "([security] cert-path; reloaded when the file changes)",
-    )
-    p.add_argument(
-        "--key", metavar="FILE", default=None, help="the key of --cert ([security] key-path)"
-    )
+    security_flags.add_arguments(p, "[security] ")
     p.add_argument(
         "--api-read-only",
         action="store_true",
@@ -143,7 +118,7 @@ def load_config(path: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key == "security":
-            out["security"] = _security_table(value, path)
+            out["security"] = security_flags.table(value, path)
             continue
         name = key.replace("-", "_")
         if name not in CONFIG_KEYS:
@@ -154,40 +129,6 @@ def load_config(path: str | None) -> dict[str, Any]:
             )
         out[name] = value
     return out
-
-
-def _security_table(table: Any, path: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise SystemExit(f"kubepd: [security] in {path} must be a table")
-    for key, value in table.items():
-        want = SECURITY_KEYS.get(key.replace("_", "-"))
-        if want is None:
-            raise SystemExit(f"kubepd: unknown key {key!r} in [security] of {path}")
-        if not isinstance(value, want) or (
-            isinstance(value, list) and not all(isinstance(v, str) for v in value)
-        ):
-            kind = "list of strings" if want is list else want.__name__
-            raise SystemExit(f"kubepd: [security] {key!r} in {path} must be a {kind}")
-    return {k.replace("_", "-"): v for k, v in table.items()}
-
-
-def security_of(cfg: dict[str, Any], args: argparse.Namespace) -> Security:
-    table = dict(cfg.get("security") or {})
-    for flag, key in SECURITY_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            table[key] = value
-    sec = Security(
-        cacert_path=table.get("cacert-path", ""),
-        cert_path=table.get("cert-path", ""),
-        key_path=table.get("key-path", ""),
-        cert_allowed_cn=tuple(table.get("cert-allowed-cn", ())),
-    )
-    try:
-        sec.check()
-    except ValueError as e:
-        raise SystemExit(f"kubepd: {e}") from None
-    return sec
 
 
 def access_of(args: argparse.Namespace) -> ApiAccess:
@@ -239,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         status_addr=cfg["status_addr"],
         max_message_bytes=cfg["max_message_bytes"],
         force_new_cluster=bool(getattr(args, "force_new_cluster", False)),
-        security=security_of(cfg, args),
+        security=security_flags.security_of(args, cfg.get("security")),
         api_access=access_of(args),
     )
     return asyncio.run(_serve(options))

@@ -19,7 +19,7 @@ import pytest
 
 from pdcore.adapters.tls import Security
 from pdcore.app import PdServer, ServerOptions
-from pdcore.cli import serve
+from pdcore.cli import security_flags, serve
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from tests.support.certs import CertAuthority, Pem
 
@@ -162,14 +162,17 @@ def test_serve_reads_pd_style_security_config_and_flags(tmp_path: Path) -> None:
         f'key-path = "{pem.key}"\ncert-allowed-cn = ["tikv", "tidb"]\n'
     )
     loaded = serve.load_config(str(cfg))
-    no_flags = argparse.Namespace(cacert=None, cert=None, key=None)
-    sec = serve.security_of(loaded, no_flags)
+    no_flags = argparse.Namespace(cacert=None, cert=None, key=None, cert_allowed_cn=None)
+    sec = security_flags.security_of(no_flags, loaded.get("security"))
     assert sec == Security(str(ca.path), str(pem.cert), str(pem.key), ("tikv", "tidb"))
     other = ca.issue("pd-2", server=True)
-    flags = argparse.Namespace(cacert=None, cert=str(other.cert), key=str(other.key))
-    assert serve.security_of(loaded, flags).cert_path == str(other.cert)  # flags win
+    flags = argparse.Namespace(
+        cacert=None, cert=str(other.cert), key=str(other.key), cert_allowed_cn="tikv"
+    )
+    from_flags = security_flags.security_of(flags, loaded.get("security"))
+    assert from_flags.cert_path == str(other.cert) and from_flags.cert_allowed_cn == ("tikv",)
     with pytest.raises(SystemExit, match="set both --cert and --key"):
-        serve.security_of({}, argparse.Namespace(cacert=None, cert=str(pem.cert), key=None))
+        security_flags.security_of(argparse.Namespace(cacert=None, cert=str(pem.cert), key=None))
     bad = tmp_path / "bad.toml"
     bad.write_text('[security]\ncert-allowed-cn = "tikv"\n')
     with pytest.raises(SystemExit, match="must be a list of strings"):

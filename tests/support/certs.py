@@ -52,11 +52,14 @@ class CertAuthority:
     def issue(self, cn: str, *, server: bool = False, name: str | None = None) -> Pem:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        # A server certificate is also what a member presents to other members.
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server:
+            usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = (
             self._builder(subject, key.public_key())
             .issuer_name(self.cert.subject)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if server:
             builder = builder.add_extension(

@@ -1,5 +1,5 @@
-"""PD's cert-allowed-cn on the HTTP API: with mutual TLS and a list of names, only a
-client certificate carrying one of them may call it (403 otherwise)."""
+"""The HTTP API over TLS, and PD's cert-allowed-cn on it: with mutual TLS and a list of
+names, only a client certificate carrying one of them may call it (403 otherwise)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
 
-from pdcore.adapters.tls import peer_common_names
+from pdcore.adapters.tls import HttpTls, Security, peer_common_names
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,3 +27,13 @@ def require_common_name(allowed: Collection[str]) -> Callable[..., Awaitable[web
         return await handler(request)
 
     return check
+
+
+def secure(app: web.Application, sec: Security) -> HttpTls | None:
+    """Set the HTTP API up for TLS as `sec` says: the SSL context to serve with (its
+    `watch()` reloads changed files) and, with cert-allowed-cn, the name check."""
+    if not sec.enabled:
+        return None
+    if sec.cert_allowed_cn:
+        app.middlewares.append(require_common_name(sec.cert_allowed_cn))
+    return HttpTls(sec)

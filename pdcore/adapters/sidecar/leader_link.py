@@ -40,9 +40,14 @@ def address_of(url: str) -> str:
 
 class LeaderLink:
     def __init__(
-        self, holder: Callable[[], str], cluster_id: Callable[[], int], own_url: str = ""
+        self,
+        holder: Callable[[], str],
+        cluster_id: Callable[[], int],
+        own_url: str = "",
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
     ) -> None:
         self._holder = holder
+        self._dial = dial
         self._own_url = own_url
         self._cluster_id = cluster_id
         self._address = ""
@@ -67,7 +72,7 @@ class LeaderLink:
             if self._channel is not None:
                 asyncio.get_running_loop().create_task(self._channel.close(None))
             self._address = address
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = self._dial(address)
             self.stub = pdpb_pb2_grpc.PDStub(self._channel)
         return self.stub
 
