@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from pdcore.app import PdServer, ServerOptions
 from pdcore.proto import pdpb_pb2
 from pdcore.service.node import PdNode
-from tests.fault.conftest import FUZZ_ROUNDS, SEED
+from tests.fault.sizes import FUZZ_ROUNDS, SEED
 from tests.support.pdclient import PdTestClient
 
 pytestmark = pytest.mark.timeout(600)

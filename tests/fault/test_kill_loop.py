@@ -15,7 +15,7 @@ import grpc
 
 from pdcore.domain.tso import LOGICAL_BITS
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
-from tests.fault.conftest import CYCLES, SEED
+from tests.fault.sizes import CYCLES, SEED
 from tests.support.pdproc import PdProcess
 
 

@@ -47,7 +47,8 @@ class PdProcess:
         scheme = "https" if self.health_context is not None else "http"
         return f"{scheme}://127.0.0.1:{self.status_port}"
 
-    def start(self, timeout: float = 20.0) -> PdProcess:
+    def start(self, timeout: float = 60.0) -> PdProcess:
+        """Wait for /health; generous, as CI machines are shared and restarts get slow."""
         url = f"http://{self.address}"
         cmd = [
             sys.executable,
