@@ -180,7 +180,7 @@ class PdNode:
             await self._load_durable(serve_writes=True)
             return
         async with self._tso_lock, self._id_lock:
-            if self._serving_writes:
+            if self._serving_writes and self._is_leader():
                 return  # took over meanwhile: our marks are the newest
             await self._load_durable(serve_writes=False)
 
