@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo serve swarm test check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean node-tools image node-up node-down test-node
+.PHONY: setup demo serve swarm test soak check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean node-tools image node-up node-down test-node
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ serve: setup
 ## test: every check and every test (installs what it needs, including kube-apiserver)
 test: setup
 	bash scripts/test-all
+
+## soak: the fault suite at full size (1,000 kill -9 restarts, many more bad messages)
+soak: setup
+	KUBEPD_FAULT_CYCLES=$${KUBEPD_FAULT_CYCLES:-1000} KUBEPD_FUZZ_ROUNDS=$${KUBEPD_FUZZ_ROUNDS:-200} \
+		$(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout=0 tests/fault
 
 check: lint typecheck layers
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import re
+import ssl
 import sys
 import urllib.request
+from collections.abc import Callable
 
 import grpc
 from _common import (
@@ -32,8 +34,8 @@ CLIENTS = 2
 DURATION_S = 6.0
 
 
-def processed(status: str) -> int:
-    text = urllib.request.urlopen(status + "/metrics", timeout=5).read().decode()
+def processed(status: str, context: ssl.SSLContext | None = None) -> int:
+    text = urllib.request.urlopen(status + "/metrics", timeout=5, context=context).read().decode()
     m = re.search(
         r'pd_scheduler_region_heartbeat_total\{status="ok",type="report"\} ([0-9.e+]+)', text
     )
@@ -72,9 +74,12 @@ def requests(
 
 
 async def pump(
-    address: str, batches: list[list[pdpb_pb2.RegionHeartbeatRequest]], until: float
+    address: str,
+    batches: list[list[pdpb_pb2.RegionHeartbeatRequest]],
+    until: float,
+    channel: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
 ) -> int:
-    async with grpc.aio.insecure_channel(address) as ch:
+    async with channel(address) as ch:
         stub = pdpb_pb2_grpc.PDStub(ch)
         sent = 0
 

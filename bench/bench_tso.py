@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
+from collections.abc import Callable
 
 import grpc
 from _common import PORT_MODES, cpu_seconds, now, pct, progress, rss_bytes, start_server
@@ -33,8 +34,12 @@ async def stream(stub: pdpb_pb2_grpc.PDStub, cid: int, until: float, lat: list[f
     return n
 
 
-async def run(address: str, streams: int) -> tuple[float, float, float]:
-    async with grpc.aio.insecure_channel(address) as ch:
+async def run(
+    address: str,
+    streams: int,
+    channel: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+) -> tuple[float, float, float]:
+    async with channel(address) as ch:
         stub = pdpb_pb2_grpc.PDStub(ch)
         cid = (await stub.GetMembers(pdpb_pb2.GetMembersRequest())).header.cluster_id
         lat: list[float] = []

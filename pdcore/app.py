@@ -6,6 +6,7 @@ passed in explicitly through `ServerOptions`; nothing is read from globals.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import random
@@ -20,14 +21,18 @@ from pdcore.adapters.grpc.etcd import add_etcd_services
 from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
 from pdcore.adapters.grpc.pd_service import PdService
+from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.grpc.server import ClientServer
+from pdcore.adapters.http.access import ApiAccess, guard_writes
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.inproc import InProcessServer
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.adapters.tls import HttpTls, Security
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage
 from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
@@ -57,6 +62,9 @@ class ServerOptions:
     schedule_tick_s: float | None = None  # None: the scheduling service's default
     interceptors: list[Any] = field(default_factory=list)  # grpc.aio.ServerInterceptor
     http_on_client_port: bool = True  # PD's HTTP API on the client URL too, as PD does
+    force_new_cluster: bool = False  # move an existing database aside and start anew
+    security: Security = field(default_factory=Security)  # TLS / mTLS (off by default)
+    api_access: ApiAccess = field(default_factory=ApiAccess)  # HTTP writes: open by default
 
 
 class PdServer:
@@ -71,7 +79,7 @@ class PdServer:
             mem = memory or MemoryStore()
             self.store, self.region_storage, self.etcd_store = mem, mem, mem
         else:
-            local = LocalStore(options.data_dir)
+            local = LocalStore(options.data_dir, force_new_cluster=options.force_new_cluster)
             self.store, self.region_storage, self.etcd_store = local, local, local
         self.etcd: EtcdService | None = None
         self._grpc: ClientServer | None = None
@@ -84,6 +92,8 @@ class PdServer:
         self.metrics: Metrics | None = None
         self.policies: Any = None
         self.wasm_host: Any = None
+        self._http_tls: HttpTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     def _rng(self, stream: int) -> random.Random | None:
         seed = self.options.seed
@@ -95,7 +105,8 @@ class PdServer:
             opts.client_urls[0],
             max_message_bytes=opts.max_message_bytes,
             http_on_client_port=opts.http_on_client_port,
-            interceptors=opts.interceptors,
+            interceptors=[RequestGuard(opts.security.cert_allowed_cn), *opts.interceptors],
+            security=opts.security,
         )
         self.client_address = await self._grpc.bind()
 
@@ -113,9 +124,10 @@ class PdServer:
         else:
             self.inproc, port = InProcessServer(), 0
             self.client_address = "inproc:" + opts.name
-        advertise = opts.advertise_client_urls or [f"http://{self.client_address}"]
+        scheme = "https" if opts.security.enabled else "http"
+        advertise = opts.advertise_client_urls or [f"{scheme}://{self.client_address}"]
         if opts.advertise_client_urls and port == 0:
-            advertise = [f"http://{self.client_address}"]
+            advertise = [f"{scheme}://{self.client_address}"]
         member = Member(
             name=opts.name,
             member_id=member_id_of(opts.name, advertise[0]),
@@ -154,10 +166,16 @@ class PdServer:
         if self._grpc is None:
             log.info("kubepd serving in process", extra={"cluster_id": node.cluster_id})
             return
+        self._http_tls = secure(app, opts.security)
+        ssl_context = self._http_tls.context if self._http_tls else None
+        if self._http_tls is not None:
+            self._tls_watch = asyncio.get_running_loop().create_task(self._http_tls.watch())
+        if opts.api_access.restricted:
+            app.middlewares.append(guard_writes(opts.api_access))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(opts.status_addr)
-        site = web.TCPSite(self._http, shost, sport)
+        site = web.TCPSite(self._http, shost, sport, ssl_context=ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -211,6 +229,8 @@ class PdServer:
         self.serving = False
         if self._grpc is not None:
             await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         if self.policies is not None:
             await self.policies.stop()
         if self.wasm_host is not None:

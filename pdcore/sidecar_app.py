@@ -20,8 +20,10 @@ from aiohttp import web
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.keyspace_service import KeyspaceService
 from pdcore.adapters.grpc.meta_storage import MetaStorageService
+from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.grpc.server import ClientServer
 from pdcore.adapters.http.api import build_app
+from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.forward import add_leader_forwarding
 from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
@@ -46,6 +48,7 @@ from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed
 from pdcore.adapters.storage.local import LocalStore
+from pdcore.adapters.tls import Security, dialer
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.region import Region
@@ -80,6 +83,7 @@ class SidecarOptions:
     lease_duration_s: float = 5.0
     renew_period_s: float = 1.0
     tso_save_interval_ms: int = 3000
+    security: Security = field(default_factory=Security)  # TLS / mTLS, also to other pods
 
 
 class SidecarServer:
@@ -119,10 +123,15 @@ class SidecarServer:
 
     async def start(self) -> None:
         o = self.opts
-        self._grpc = ClientServer(o.client_urls[0])
+        sec = o.security
+        dial = dialer(sec)
+        self._grpc = ClientServer(
+            o.client_urls[0], interceptors=[RequestGuard(sec.cert_allowed_cn)], security=sec
+        )
         self.client_address = await self._grpc.bind()
-        url = (o.advertise_client_urls or [f"http://{self.client_address}"])[0]
-        self.etcd_proxy = EtcdProxy(lambda: self._leader_address(url))
+        scheme = "https" if sec.enabled else "http"
+        url = (o.advertise_client_urls or [f"{scheme}://{self.client_address}"])[0]
+        self.etcd_proxy = EtcdProxy(lambda: self._leader_address(url), dial)
         self._grpc.grpc.add_generic_rpc_handlers((self.etcd_proxy,))
         identity = f"{o.pod_name}@{url}"
         self.member = Member(o.pod_name, member_id_of(o.pod_name, url), (url,))
@@ -156,7 +165,7 @@ class SidecarServer:
         self.keyspaces = KeyspaceManager(self.store, self.node.clock, self.is_leader)
         await self.keyspaces.load()
         self.link = LeaderLink(
-            lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url
+            lambda: self.leader_lease.holder, lambda: self.node.cluster_id, own_url=url, dial=dial
         )
         # Operator steps: from the scheduler role's holder to the sidecar serving each
         # store, which admits them only from the current holder (the fence).
@@ -170,6 +179,7 @@ class SidecarServer:
             self.directory.url_of,
             self._scheduler_term,
             lambda: self.node.cluster_id,
+            dial=dial,
         )
         self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
         self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
@@ -207,11 +217,16 @@ class SidecarServer:
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
         add_keyspace_routes(app, self.keyspaces)
-        add_leader_forwarding(app, self.is_leader, self._leader_url)
+        if not sec.enabled:  # with TLS the client port is gRPC only: nowhere to forward to
+            add_leader_forwarding(app, self.is_leader, self._leader_url)
+        http_tls = secure(app, sec)
+        if http_tls is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(http_tls.watch()))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         shost, sport = host_port(o.status_addr)
-        await web.TCPSite(self._http, shost, sport).start()
+        ssl_context = http_tls.context if http_tls is not None else None
+        await web.TCPSite(self._http, shost, sport, ssl_context=ssl_context).start()
         await self._grpc.start(self.can_serve, self._http.server)
         self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
@@ -243,12 +258,15 @@ class SidecarServer:
         self.policies = start_policies(
             self.client, o.namespace, o.cluster, self.scheduling, self.is_leader, self.events
         )
-        self.proposer = Proposer(lambda: self.sched_lease.holder, lambda: self.node.cluster_id)
+        self.proposer = Proposer(
+            lambda: self.sched_lease.holder, lambda: self.node.cluster_id, dial=dial
+        )
         self.leader_stores = LeaderStores(
             self.node,
             self.is_leader,
             lambda: self.leader_lease.holder,
             lambda: self.node.cluster_id,
+            dial=dial,
         )
         self.store_policies = start_store_policies(
             self.client,
@@ -268,7 +286,7 @@ class SidecarServer:
             member_id=self.member.member_id,
             client_urls=list(self.member.client_urls),
         )
-        self._tasks = [
+        self._tasks += [
             loop.create_task(
                 self.link.sync_regions(
                     self._apply_synced, member_pb, lambda: not self.is_leader(), self._caught_up

@@ -6,6 +6,9 @@ the servicer, the simulator's helpers and the sidecar all go through here.
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
 from pdcore.domain.commands import (
     ChangePeer,
     ChangePeerV2,
@@ -14,6 +17,7 @@ from pdcore.domain.commands import (
     SplitRegion,
     TransferLeader,
 )
+from pdcore.domain.errors import InvalidValue
 from pdcore.domain.region import (
     MIB,
     NO_FLOW,
@@ -40,9 +44,20 @@ _QUERY_WRITE = (
 )
 
 
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def enum_from_pb(cls: type[E], value: int, what: str) -> E:
+    """A proto3 enum is open: a value we do not know is the client's error."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidValue(f"invalid request: unknown {what} {value}") from None
+
+
 # -- peers and regions ---------------------------------------------------------
 def peer_from_pb(p: metapb_pb2.Peer) -> Peer:
-    return Peer(p.id, p.store_id, PeerRole(p.role), p.is_witness)
+    return Peer(p.id, p.store_id, enum_from_pb(PeerRole, p.role, "peer role"), p.is_witness)
 
 
 def peer_to_pb(p: Peer, out: metapb_pb2.Peer | None = None) -> metapb_pb2.Peer:
@@ -183,8 +198,8 @@ def store_from_pb(s: metapb_pb2.Store) -> Store:
     return Store(
         id=s.id,
         address=s.address,
-        state=StoreState(s.state),
-        node_state=NodeState(s.node_state),
+        state=enum_from_pb(StoreState, s.state, "store state"),
+        node_state=enum_from_pb(NodeState, s.node_state, "node state"),
         labels=tuple((lb.key, lb.value) for lb in s.labels),
         version=s.version,
         peer_address=s.peer_address,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -75,11 +76,12 @@ def add_parser(sub: Any) -> None:
 
 def call(pd: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get("KUBEPD_API_TOKEN")  # for a server run with --api-token-file
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"http://{pd}{PREFIX}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
+        f"http://{pd}{PREFIX}{path}", data=data, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:

@@ -10,9 +10,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pdcore.adapters.http.access import ApiAccess
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES
+from pdcore.adapters.storage.data_dir import DataDirError
 from pdcore.app import PdServer, ServerOptions
-from pdcore.cli import logs
+from pdcore.cli import logs, security_flags
+from pdcore.domain.errors import PdError
 
 log = logging.getLogger("kubepd.serve")
 
@@ -79,6 +82,26 @@ def add_parser(sub: Any) -> None:
         default=None,
         help=f"largest gRPC message accepted (default: {DEFAULT_MAX_MESSAGE_BYTES})",
     )
+    security_flags.add_arguments(p, "[security] ")
+    p.add_argument(
+        "--api-read-only",
+        action="store_true",
+        help="refuse every write on the HTTP API (403): stores, config, schedulers, "
+        "operators, policies; reads stay open",
+    )
+    p.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        default=None,
+        help="HTTP API writes need 'Authorization: Bearer <the token in FILE>' (401 "
+        "otherwise); reads stay open",
+    )
+    p.add_argument(
+        "--force-new-cluster",
+        action="store_true",
+        help="start a new cluster even though --data-dir holds one (its files are kept, "
+        "renamed *.old-TIME); without it a missing or damaged database is refused",
+    )
     p.add_argument(
         "--log-level",
         default=None,
@@ -103,6 +126,9 @@ def load_config(path: str | None) -> dict[str, Any]:
         raise SystemExit(f"kubepd: cannot read config file {path}: {e}") from None
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "security":
+            out["security"] = security_flags.table(value, path)
+            continue
         name = key.replace("-", "_")
         if name not in CONFIG_KEYS:
             raise SystemExit(f"kubepd: unknown key {key!r} in config file {path}")
@@ -112,6 +138,19 @@ def load_config(path: str | None) -> dict[str, Any]:
             )
         out[name] = value
     return out
+
+
+def access_of(args: argparse.Namespace) -> ApiAccess:
+    token = ""
+    path = getattr(args, "api_token_file", None)
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise SystemExit(f"kubepd: cannot read --api-token-file {path}: {e}") from None
+        if not token:
+            raise SystemExit(f"kubepd: --api-token-file {path} is empty")
+    return ApiAccess(read_only=bool(getattr(args, "api_read_only", False)), token=token)
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,19 +194,26 @@ def run(args: argparse.Namespace) -> int:
         status_addr=cfg["status_addr"],
         max_message_bytes=cfg["max_message_bytes"],
         http_on_client_port=cfg["client_port_http"] != "off",
+        force_new_cluster=bool(getattr(args, "force_new_cluster", False)),
+        security=security_flags.security_of(args, cfg.get("security")),
+        api_access=access_of(args),
     )
     return asyncio.run(_serve(options))
 
 
 async def _serve(options: ServerOptions) -> int:
-    server = PdServer(options)
+    try:
+        server = PdServer(options)
+    except DataDirError as e:
+        log.error("cannot start: %s", e)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, DataDirError, PdError) as e:  # PdError: storage failed
         log.error("cannot start: %s", e)
         await server.stop(0)
         return 1

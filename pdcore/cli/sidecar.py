@@ -9,7 +9,7 @@ import os
 import signal
 from typing import Any
 
-from pdcore.cli import logs
+from pdcore.cli import logs, security_flags
 
 log = logging.getLogger("kubepd.sidecar")
 
@@ -73,6 +73,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--renew-period", type=float, default=1.0, help="seconds between Lease renewals (default 1)"
     )
+    security_flags.add_arguments(p)
     logs.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         lease_duration_s=args.lease_duration,
         renew_period_s=args.renew_period,
+        security=security_flags.security_of(args),
     )
 
     async def main() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pdcore.domain.errors import PdError
+from pdcore.domain.errors import InvalidValue, PdError
 from pdcore.domain.region import Region, validate_region_shape
-from pdcore.domain.store import Store
+from pdcore.domain.store import Store, validate_store_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,9 @@ def check_bootstrap(store: Store | None, region: Region | None) -> None:
         raise PdError("invalid zero store id")
     if not store.address:
         raise PdError(f"store {store.id} has no address")
+    problem = validate_store_shape(store)
+    if problem:
+        raise InvalidValue(problem)
     if region is None:
         raise PdError("missing region meta for bootstrap")
     if region.start_key or region.end_key:

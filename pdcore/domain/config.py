@@ -93,4 +93,38 @@ def update_from_pd_json(
         elif isinstance(current, str) and not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
         updates[name] = value
-    return replace(cfg, **updates)
+    new = replace(cfg, **updates)
+    validate(new)
+    return new
+
+
+def validate(cfg: ScheduleConfig | ReplicationConfig | ClusterConfig) -> None:
+    """The cross-field rules PD checks before it accepts a config; ValueError says
+    which rule failed. Every path that sets a config (HTTP, the TiKVCluster, storage)
+    goes through this, so a config no scheduler can run with is never in force."""
+    if isinstance(cfg, ClusterConfig):
+        validate(cfg.schedule)
+        validate(cfg.replication)
+    elif isinstance(cfg, ReplicationConfig):
+        if cfg.max_replicas < 1:
+            raise ValueError(f"max-replicas must be at least 1, got {cfg.max_replicas}")
+        if cfg.isolation_level and cfg.isolation_level not in cfg.location_labels:
+            raise ValueError(
+                f"isolation-level {cfg.isolation_level!r} must be one of location-labels "
+                f"{list(cfg.location_labels)}"
+            )
+    else:
+        for key in ("low_space_ratio", "high_space_ratio"):
+            if not 0 <= getattr(cfg, key) <= 1:
+                raise ValueError(f"{key.replace('_', '-')} should be between 0 and 1")
+        if cfg.high_space_ratio > cfg.low_space_ratio:
+            raise ValueError("high-space-ratio should be smaller than low-space-ratio")
+        if cfg.leader_schedule_policy not in ("count", "size"):
+            raise ValueError(
+                f"leader-schedule-policy {cfg.leader_schedule_policy!r} must be count or size"
+            )
+        if cfg.region_score_formula_version not in ("v1", "v2"):
+            raise ValueError(
+                f"region-score-formula-version {cfg.region_score_formula_version!r} "
+                "must be v1 or v2"
+            )

@@ -8,6 +8,7 @@ PdError                      -- carried in ResponseHeader.error (gRPC status OK)
 ├── InvalidValue             INVALID_VALUE
 ├── IncompatibleVersion      INCOMPATIBLE_VERSION
 ├── RegionsNotContainAllKeyRange
+├── StorageFailed            UNKNOWN, with the storage's reason (e.g. disk full)
 └── (plain PdError)          UNKNOWN: unknown store, stale epoch, bad request ...
 TransportError               -- a gRPC status, "talk to someone else"
 ├── ClusterIdMismatch        FAILED_PRECONDITION
@@ -82,6 +83,10 @@ class IncompatibleVersion(PdError):
 
 class RegionsNotContainAllKeyRange(PdError):
     kind = ErrorKind.REGIONS_NOT_CONTAIN_ALL_KEY_RANGE
+
+
+class StorageFailed(PdError):
+    """Durable storage refused a read or write (disk full, I/O error); nothing changed."""
 
 
 class StaleRegion(PdError):

@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_STEP = 1000
+# PD sets no bound on either. AllocID is one counter bump and one CAS whatever the
+# count, so its bound only stops one call reserving billions of ids; bulk loaders (the
+# simulator, benchmarks) take up to a million at once. A split answer is built entry by
+# entry on the event loop: TiDB splits at most 1,000 regions per statement.
+MAX_ALLOC_COUNT = 1 << 20
+MAX_SPLIT_COUNT = 10_000
+MAX_SPLIT_IDS = 100_000  # split_count * (1 + peers)
 
 
 @dataclass(slots=True)

@@ -160,6 +160,11 @@ class Region:
         )
 
 
+# Epoch bounds: no region sees 2^48 splits or conf changes, nor 2^20 between heartbeats.
+MAX_EPOCH = (1 << 48) - 1
+MAX_EPOCH_STEP = 1 << 20
+
+
 def validate_region_shape(region: Region) -> str | None:
     """Return why a region is malformed, or None. Used for bootstrap and heartbeats."""
     if region.id == 0:
@@ -171,11 +176,35 @@ def validate_region_shape(region: Region) -> str | None:
         )
     if not region.peers:
         return f"region {region.id} has no peers"
+    if region.epoch.conf_ver > MAX_EPOCH or region.epoch.version > MAX_EPOCH:
+        return (
+            f"region {region.id} epoch {tuple(region.epoch)} is beyond any real "
+            f"region's ({MAX_EPOCH})"
+        )
     seen_stores: set[int] = set()
+    seen_ids: set[int] = set()
     for p in region.peers:
         if p.id == 0 or p.store_id == 0:
             return f"region {region.id} has a peer with a zero id or store id"
         if p.store_id in seen_stores:
             return f"region {region.id} has two peers on store {p.store_id}"
+        if p.id in seen_ids:
+            return f"region {region.id} has two peers with id {p.id}"
         seen_stores.add(p.store_id)
+        seen_ids.add(p.id)
+    return None
+
+
+def epoch_jump(known: RegionEpoch, reported: RegionEpoch) -> str | None:
+    """Why a reported epoch cannot follow the known one, or None. Each split, merge or
+    conf change moves it by a little; a jump of millions would make every later
+    genuine heartbeat of the region look stale."""
+    if (
+        reported.conf_ver - known.conf_ver > MAX_EPOCH_STEP
+        or reported.version - known.version > MAX_EPOCH_STEP
+    ):
+        return (
+            f"epoch {tuple(reported)} jumps more than {MAX_EPOCH_STEP} past the known "
+            f"{tuple(known)}"
+        )
     return None

@@ -140,3 +140,31 @@ def parse_version(version: str) -> tuple[int, int, int] | None:
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         return None
     return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+# Sizes a real TiKV never comes near; they keep one store's metadata small enough that
+# GetAllStores for hundreds of stores fits a default 4 MiB gRPC message.
+MAX_ADDRESS_LEN = 1024
+MAX_TEXT_LEN = 1024
+MAX_LABELS = 32
+MAX_LABEL_KEY_LEN = 128
+MAX_LABEL_VALUE_LEN = 256
+
+
+def validate_store_shape(store: Store) -> str | None:
+    """Return why a store's metadata is unacceptable, or None."""
+    for name in ("address", "peer_address", "status_address"):
+        if len(getattr(store, name)) > MAX_ADDRESS_LEN:
+            return f"store {store.id} {name} is longer than {MAX_ADDRESS_LEN} characters"
+    for name in ("version", "git_hash", "deploy_path"):
+        if len(getattr(store, name)) > MAX_TEXT_LEN:
+            return f"store {store.id} {name} is longer than {MAX_TEXT_LEN} characters"
+    if len(store.labels) > MAX_LABELS:
+        return f"store {store.id} has more than {MAX_LABELS} labels"
+    for key, value in store.labels:
+        if not key or len(key) > MAX_LABEL_KEY_LEN or len(value) > MAX_LABEL_VALUE_LEN:
+            return (
+                f"store {store.id} label {key[:MAX_LABEL_KEY_LEN]!r} must have a key of 1 to "
+                f"{MAX_LABEL_KEY_LEN} characters and a value of at most {MAX_LABEL_VALUE_LEN}"
+            )
+    return None

@@ -19,20 +19,30 @@ from typing import NoReturn, Protocol
 
 from pdcore.domain.cluster import ClusterMeta, check_bootstrap, make_cluster_id
 from pdcore.domain.config import ClusterConfig
+from pdcore.domain.config import validate as validate_config
 from pdcore.domain.errors import (
     AlreadyBootstrapped,
     CasConflict,
+    InvalidValue,
     NotBootstrapped,
     NotLeader,
     PdError,
     RegionNotFound,
     StoreTombstone,
+    TransportError,
 )
 from pdcore.domain.gc import GcState, ServiceSafePoint
-from pdcore.domain.ids import IdAllocator
-from pdcore.domain.region import Region, validate_region_shape
+from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT, MAX_SPLIT_IDS, IdAllocator
+from pdcore.domain.region import Region, epoch_jump, validate_region_shape
 from pdcore.domain.region_tree import RegionTree
-from pdcore.domain.store import NodeState, Store, StoreState, StoreStats, parse_version
+from pdcore.domain.store import (
+    NodeState,
+    Store,
+    StoreState,
+    StoreStats,
+    parse_version,
+    validate_store_shape,
+)
 from pdcore.domain.tso import DEFAULT_SAVE_INTERVAL_MS, Timestamp, TsoAllocator, WindowExhausted
 from pdcore.ports import Clock, MetaStore, RegionStorage
 from pdcore.service.streams import HeartbeatStreams
@@ -77,6 +87,30 @@ class NodeStats:
     tso_timestamps: int = 0
     ids_allocated: int = 0
     regions_flushed: int = 0
+
+
+class _Failures:
+    """A background task's repeated failure: logged when it starts (with a traceback
+    only for a bug) and when it ends, not on every retry."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+
+    def failed(self, e: Exception) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning(
+                "%s failed: %s; retrying",
+                self.what,
+                e,
+                exc_info=not isinstance(e, PdError | TransportError | OSError),
+            )
+
+    def ok(self) -> None:
+        if self.count:
+            log.info("%s works again after %d failed attempts", self.what, self.count)
+            self.count = 0
 
 
 @dataclass(slots=True)
@@ -126,6 +160,9 @@ class PdNode:
         self._tso_lock = asyncio.Lock()
         self._id_lock = asyncio.Lock()
         self._tso_saved = 0
+        self._serving_writes = False  # took over TSO and IDs (cleared by step_down)
+        self._keeper_failures = _Failures("extending the tso window")
+        self._flush_failures = _Failures("saving regions")
         self._dirty = _DirtyRegions()
         self._flush_interval = region_flush_interval_s
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,7 +177,20 @@ class PdNode:
     # -- lifecycle -----------------------------------------------------------
     async def load_durable(self, serve_writes: bool = True) -> None:
         """(Re)load durable state; with `serve_writes`, also take over TSO above the
-        last saved window — what a new leader does before it answers anything."""
+        last saved window — what a new leader does before it answers anything.
+
+        A follower's refresh (`serve_writes=False`) holds the TSO and ID locks, so it
+        is ordered against a take-over: one that read the store before the take-over
+        must not land after it and put back the marks the new leader just moved."""
+        if serve_writes:
+            await self._load_durable(serve_writes=True)
+            return
+        async with self._tso_lock, self._id_lock:
+            if self._serving_writes and self._is_leader():
+                return  # took over meanwhile: our marks are the newest
+            await self._load_durable(serve_writes=False)
+
+    async def _load_durable(self, serve_writes: bool) -> None:
         state = await self.meta_store.load()
         self.cluster_id = state.cluster_id or await self.meta_store.init_cluster_id(
             make_cluster_id(int(self.clock.now_s()), self._rng.getrandbits(32))
@@ -150,12 +200,17 @@ class PdNode:
         self.gc = state.gc
         self.global_config = dict(state.global_config)
         if state.config is not None:
-            self.config = state.config
+            try:
+                validate_config(state.config)
+                self.config = state.config
+            except ValueError as e:  # saved before configs were validated
+                log.warning("ignoring the saved config, which is invalid: %s", e)
         self.ids = IdAllocator(step=self.ids.step)
         self.ids.start(state.id_mark)
         self._tso_saved = state.tso_window
         if serve_writes:
             await self._start_tso()
+            self._serving_writes = True
 
     async def become_leader(self) -> None:
         """A follower that won the pd-leader lease: its region tree (the synced cache)
@@ -170,6 +225,7 @@ class PdNode:
     def step_down(self) -> None:
         """Stop serving timestamps at once: nothing below our window may be reused."""
         self.tso_alloc.saved_until = 0
+        self._serving_writes = False
 
     async def start(self, serve_writes: bool = True) -> None:
         await self.load_durable(serve_writes)
@@ -228,7 +284,9 @@ class PdNode:
         try:
             await self.meta_store.cas_tso_window(self._tso_saved, window)
         except CasConflict:
-            # Someone else moved the window: we are no longer the only TSO server.
+            # Someone else moved the window: we are no longer the only TSO server. Stop
+            # for good (the keeper no longer retries); only a new take-over restarts.
+            self.tso_alloc.saved_until = 0
             log.error("tso window changed underneath; refusing to serve timestamps")
             raise NotLeader("tso window was taken over by another member") from None
         self._tso_saved = window
@@ -244,8 +302,9 @@ class PdNode:
                 async with self._tso_lock:
                     try:
                         await self._persist_tso_window(need)
-                    except Exception:
-                        log.exception("could not extend the tso window")
+                        self._keeper_failures.ok()
+                    except Exception as e:
+                        self._keeper_failures.failed(e)
 
     async def tso(self, count: int) -> Timestamp:
         self.check_serving()
@@ -267,6 +326,13 @@ class PdNode:
     # -- IDs -----------------------------------------------------------------
     async def alloc_id(self, count: int = 1) -> int:
         """Allocate `count` ids; return the largest (the ids are id-count+1 .. id)."""
+        if count > MAX_ALLOC_COUNT:
+            raise InvalidValue(
+                f"invalid request: alloc id count {count} exceeds the limit {MAX_ALLOC_COUNT}"
+            )
+        return await self._alloc_ids(count)
+
+    async def _alloc_ids(self, count: int) -> int:
         self.check_serving()
         count = max(1, count)
         async with self._id_lock:
@@ -314,6 +380,7 @@ class PdNode:
         self.cluster = meta
         self._stores[store.id] = store
         self.tree.put(region)
+        self._publish(region)  # followers' caches must hold the first region too
         log.info("cluster bootstrapped", extra={"store": store.id, "region": region.id})
 
     # -- stores ----------------------------------------------------------------
@@ -375,6 +442,9 @@ class PdNode:
             )
         else:
             store = store.with_(state=StoreState.UP, node_state=NodeState.PREPARING)
+        problem = validate_store_shape(store)
+        if problem:
+            raise InvalidValue(f"invalid put store request: {problem}")
         async with self._store_lock(store.id):
             await self.meta_store.save_store(store)
             self._stores[store.id] = store
@@ -500,7 +570,9 @@ class PdNode:
             if self.scheduling is not None:
                 self.scheduling.on_region_heartbeat(region, origin)
             return
-        problem = validate_region_shape(region)
+        problem = validate_region_shape(region) or (
+            epoch_jump(origin.epoch, region.epoch) if origin is not None else None
+        )
         if problem:
             self._reject(region, PdError(f"invalid request: {problem}"))
         leader_store = self._stores.get(region.leader.store_id)
@@ -520,8 +592,7 @@ class PdNode:
             self._dirty.deleted.add(r.id)
         self._dirty.deleted.discard(region.id)
         self._dirty.changed[region.id] = region
-        for q in self.region_watchers:
-            q.put_nowait(region)
+        self._publish(region)
         if self.scheduling is not None:
             self.scheduling.on_region_heartbeat(region, origin)
 
@@ -546,13 +617,19 @@ class PdNode:
             self._rejects_unlogged += 1
         raise err
 
+    def _publish(self, region: Region) -> None:
+        """Push an accepted meta change to every follower's region-sync stream."""
+        for q in self.region_watchers:
+            q.put_nowait(region)
+
     async def _region_flusher(self) -> None:
         while True:
             await self.clock.sleep(self._flush_interval)
             try:
                 await self.flush_regions()
-            except Exception:
-                log.exception("region flush failed; will retry")
+                self._flush_failures.ok()
+            except Exception as e:
+                self._flush_failures.failed(e)
 
     async def flush_regions(self) -> None:
         if self.region_storage is None:
@@ -600,6 +677,13 @@ class PdNode:
             raise RegionNotFound("missing region for split")
         if split_count <= 0:
             raise PdError("invalid request: split count must be positive")
+        per_region = 1 + len(region.peers)
+        if split_count > MAX_SPLIT_COUNT or split_count * per_region > MAX_SPLIT_IDS:
+            raise InvalidValue(
+                f"invalid request: split count {split_count} for a region of "
+                f"{len(region.peers)} peers exceeds the limit ({MAX_SPLIT_COUNT} splits, "
+                f"{MAX_SPLIT_IDS} ids per request)"
+            )
         known = self.tree.find(region.start_key)
         if known is None or known.id != region.id:
             known = self.tree.get(region.id)
@@ -613,11 +697,12 @@ class PdNode:
                 f"invalid region epoch: region {region.id} reports {tuple(region.epoch)}, "
                 f"PD has {tuple(known.epoch)}"
             )
-        per_region = 1 + len(region.peers)
-        last = await self.alloc_id(per_region * split_count)
+        last = await self._alloc_ids(per_region * split_count)
         first = last - per_region * split_count + 1
         out: list[tuple[int, list[int]]] = []
         for i in range(split_count):
+            if i and i % 1000 == 0:
+                await asyncio.sleep(0)  # let TSO and heartbeats in between chunks
             base = first + i * per_region
             out.append((base, list(range(base + 1, base + per_region))))
         return out
@@ -655,6 +740,10 @@ class PdNode:
         return new
 
     async def set_config(self, config: ClusterConfig) -> None:
+        try:
+            validate_config(config)
+        except ValueError as e:
+            raise InvalidValue(f"invalid config: {e}") from None
         await self.meta_store.save_config(config)
         self.config = config
 

@@ -29,8 +29,8 @@ from tests.support.sidecars import (
     answers,
     create_tikv_cluster,
     go,
+    holder,
     run_fleet,
-    serves_tso,
     wait_leader,
 )
 
@@ -149,7 +149,12 @@ async def test_a_restarted_pd_leader_syncs_before_it_campaigns(
         pods.start(leader)
         await asyncio.sleep(4.0)  # the old Lease (2 s) has lapsed; nobody synced can take it
         assert await answers(leader), "the restarted sidecar does not answer"
-        assert not await serves_tso(leader), "an unsynced sidecar took the pd-leader role"
+        # Ask the Lease, not TSO: a follower now holds a TSO request while it waits for
+        # a pd-leader, and that wait would eat into the pause.
+        lease_holder = await holder(kube, pods.namespace, pods.name)
+        assert not lease_holder.startswith(leader.pod + "@"), (
+            "an unsynced sidecar took the pd-leader role"
+        )
     finally:
         for sc in others:
             assert sc.proc is not None

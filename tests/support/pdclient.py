@@ -10,6 +10,25 @@ import grpc
 from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
 
 
+def bootstrap_request(
+    header: pdpb_pb2.RequestHeader,
+    store_id: int,
+    region_id: int,
+    peer_id: int,
+    address: str = "127.0.0.1:20160",
+) -> pdpb_pb2.BootstrapRequest:
+    """What TiKV sends first: its store and the one region covering every key."""
+    return pdpb_pb2.BootstrapRequest(
+        header=header,
+        store=metapb_pb2.Store(id=store_id, address=address, version="8.5.0"),
+        region=metapb_pb2.Region(
+            id=region_id,
+            region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+            peers=[metapb_pb2.Peer(id=peer_id, store_id=store_id)],
+        ),
+    )
+
+
 class PdTestClient:
     def __init__(self, address: str) -> None:
         self.channel = grpc.aio.insecure_channel(address)
@@ -37,15 +56,7 @@ class PdTestClient:
         region_id = await self.alloc_id()
         peer_id = await self.alloc_id()
         resp = await self.stub.Bootstrap(
-            pdpb_pb2.BootstrapRequest(
-                header=self.header(),
-                store=metapb_pb2.Store(id=store_id, address=address, version="8.5.0"),
-                region=metapb_pb2.Region(
-                    id=region_id,
-                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
-                    peers=[metapb_pb2.Peer(id=peer_id, store_id=store_id)],
-                ),
-            )
+            bootstrap_request(self.header(), store_id, region_id, peer_id, address)
         )
         assert not resp.header.HasField("error"), resp.header.error
         return store_id, region_id, peer_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -25,12 +26,15 @@ class PdProcess:
         port: int | None = None,
         status_port: int | None = None,
         extra: list[str] | None = None,
+        health_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`health_context`: the server runs TLS (--cert...); /health is asked over https."""
         self.data_dir = data_dir
         self.name = name
         self.port = port or free_port()
         self.status_port = status_port or free_port()
         self.extra = extra or []
+        self.health_context = health_context
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{name}-{self.port}.log"
 
@@ -40,9 +44,11 @@ class PdProcess:
 
     @property
     def status(self) -> str:
-        return f"http://127.0.0.1:{self.status_port}"
+        scheme = "https" if self.health_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.status_port}"
 
-    def start(self, timeout: float = 20.0) -> PdProcess:
+    def start(self, timeout: float = 60.0) -> PdProcess:
+        """Wait for /health; generous, as CI machines are shared and restarts get slow."""
         url = f"http://{self.address}"
         cmd = [
             sys.executable,
@@ -68,7 +74,9 @@ class PdProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kubepd exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.status + "/health", timeout=1) as r:
+                with urllib.request.urlopen(
+                    self.status + "/health", timeout=1, context=self.health_context
+                ) as r:
                     if r.status == 200:
                         return self
             except OSError:

@@ -51,6 +51,7 @@ class Pods:
     workdir: Path
     sidecars: list[Sidecar] = field(default_factory=list)
     kubeconfig: Path | None = None  # default: the cluster admin's
+    extra: list[str] = field(default_factory=list)  # more `kubepd sidecar` flags (e.g. TLS)
 
     def start(self, sc: Sidecar) -> None:
         cmd = [
@@ -76,6 +77,7 @@ class Pods:
             "0.3",
             "--log-format",
             "text",
+            *self.extra,
         ]
         log = open(sc.log, "ab")  # noqa: SIM115
         sc.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)

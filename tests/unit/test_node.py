@@ -3,6 +3,7 @@ durability across restarts, and bad input that must change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -222,4 +223,43 @@ async def test_rejected_heartbeats_are_counted_and_logged_at_a_bounded_rate(
     last = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()][-1]
     assert "(5 unlogged rejections before)" in last
     assert node.stats.region_heartbeats_rejected == REJECT_LOG_PER_S + 6
+
+
+async def test_bootstrap_sends_the_first_region_to_followers() -> None:
+    """A follower synced before bootstrap must get the bootstrap region, or a new
+    leader elected from it serves regions=0 until TiKV re-reports."""
+    node = make_node(MemoryStore())
+    await node.start()
+    follower: asyncio.Queue[Region] = asyncio.Queue()
+    node.region_watchers.add(follower)
+    await node.bootstrap(Store(1, "127.0.0.1:20160", version="8.5.0"), first_region())
+    assert follower.get_nowait() == first_region()
+    await node.stop()
+
+
+async def test_huge_id_and_split_counts_are_refused_and_burn_nothing() -> None:
+    from pdcore.domain.errors import InvalidValue
+    from pdcore.domain.ids import MAX_ALLOC_COUNT, MAX_SPLIT_COUNT
+
+    node = await bootstrapped(MemoryStore())
+    before = await node.alloc_id(1)
+    with pytest.raises(InvalidValue, match="exceeds the limit"):
+        await node.alloc_id((1 << 32) - 1)
+    with pytest.raises(InvalidValue, match="exceeds the limit"):
+        await node.ask_batch_split(first_region(), 1_000_000)
+    assert await node.alloc_id(1) == before + 1  # no id was reserved by the refusals
+    assert await node.alloc_id(MAX_ALLOC_COUNT) == before + 1 + MAX_ALLOC_COUNT
+    ids = await node.ask_batch_split(first_region(), MAX_SPLIT_COUNT)
+    assert len(ids) == MAX_SPLIT_COUNT
+    await node.stop()
+
+
+async def test_an_epoch_jump_no_real_region_makes_is_refused() -> None:
+    from pdcore.domain.region import MAX_EPOCH_STEP
+
+    node = await bootstrapped(MemoryStore())
+    with pytest.raises(PdError, match="jumps more than"):
+        node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 2 + MAX_EPOCH_STEP)))
+    node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 1 + MAX_EPOCH_STEP)))
+    assert node.tree.get(2).epoch.version == 1 + MAX_EPOCH_STEP  # type: ignore[union-attr]
     await node.stop()

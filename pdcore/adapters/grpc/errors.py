@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
+from pdcore.adapters.rate_log import RateLimitedLog
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.proto import pdpb_pb2
+
+log = logging.getLogger("kubepd.grpc")
+_unexpected = RateLimitedLog(log)
 
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -50,6 +55,22 @@ def unary(
             except PdError as e:
                 resp = resp_cls()
                 fill_error(resp.header, self.node.cluster_id, e)
+                return resp
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:
+                # A bug, not the client's fault: answer PD's UNKNOWN header error with the
+                # cause, and log the traceback once per kind per interval.
+                kind = f"{fn.__name__}:{type(e).__name__}"
+                _unexpected.warning(
+                    kind, "unexpected error in %s: %r", fn.__name__, e, exc_info=True
+                )
+                resp = resp_cls()
+                fill_error(
+                    resp.header,
+                    self.node.cluster_id,
+                    PdError(f"internal error: {type(e).__name__}: {e}"),
+                )
                 return resp
 
         return handler

@@ -97,6 +97,8 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
                 await context.abort(status_of(e), str(e))
             except ValueError as e:
                 await context.abort(grpc.StatusCode.UNKNOWN, str(e))
+            except PdError as e:  # e.g. the window could not be saved (disk full)
+                await context.abort(grpc.StatusCode.UNKNOWN, e.message)
             resp = pdpb_pb2.TsoResponse(count=req.count)
             resp.header.cluster_id = self.node.cluster_id
             resp.timestamp.physical = ts.physical

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2_grpc
 from pdcore.adapters.client_port import ClientPort, private_grpc_address
 from pdcore.adapters.grpc.health import MemberHealth
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port
+from pdcore.adapters.tls import Security, add_grpc_port
 
 log = logging.getLogger("kubepd.server")
 
@@ -42,9 +43,16 @@ class ClientServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         http_on_client_port: bool = True,
         interceptors: list[Any] | None = None,  # grpc.aio.ServerInterceptor
+        security: Security | None = None,
     ) -> None:
         self.host, self.port = host_port(client_url)
-        self.http_on_client_port = http_on_client_port
+        self.security = security or Security()
+        # With TLS, gRPC terminates it itself on the client port: the front would have to
+        # decrypt every byte in Python to tell the protocols apart, so HTTP stays on the
+        # status address (also over TLS).
+        self.http_on_client_port = http_on_client_port and not self.security.enabled
+        if http_on_client_port and self.security.enabled:
+            log.info("TLS on: the client port serves gRPC only; HTTP is on the status address")
         self.grpc = grpc.aio.server(
             interceptors=interceptors or None,
             options=[
@@ -65,10 +73,7 @@ class ClientServer:
     async def bind(self) -> str:
         """Take the client port (before anything is served on it): returns host:port."""
         if not self.http_on_client_port:
-            try:
-                bound = self.grpc.add_insecure_port(f"{self.host}:{self.port}")
-            except RuntimeError:  # grpc raises when the port is taken
-                bound = 0
+            bound = add_grpc_port(self.grpc, f"{self.host}:{self.port}", self.security)
             if bound == 0:
                 raise OSError(
                     f"cannot listen on {self.host}:{self.port} (in use, or not a local address)"

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pdcore.adapters.http.bad_body import reject_bad_bodies
 from pdcore.adapters.http.common import (
     API,
     METRICS_KEY,
@@ -165,7 +166,7 @@ async def store_min_resolved_ts(request: web.Request) -> web.Response:
 
 
 def build_app(node: PdNode, metrics_: Metrics) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[reject_bad_bodies])
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics_
     app[STARTED_KEY] = time.time()

@@ -20,7 +20,9 @@ from pdcore.domain.config import (
     ScheduleConfig,
     update_from_pd_json,
 )
+from pdcore.domain.errors import InvalidValue
 from pdcore.domain.keyspace import Keyspace, KeyspaceState
+from pdcore.domain.region import Region
 from pdcore.domain.store import NodeState, Store, StoreState
 from pdcore.scheduling.rules import LabelConstraint, Rule
 
@@ -93,7 +95,25 @@ def store_name(cluster: str, store_id: int) -> str:
     return f"{cluster}-store-{store_id}"
 
 
+INT64_MAX = (1 << 63) - 1
+
+
+def check_int64_ids(store: Store | None = None, region: Region | None = None) -> None:
+    """Kubernetes objects hold integers as int64 (a larger JSON number would come back
+    rounded): ids above that are refused before anything is written."""
+    ids = [("store", store.id)] if store is not None else []
+    if region is not None:
+        ids += [("region", region.id)] + [("peer", p.id) for p in region.peers]
+    for what, value in ids:
+        if value > INT64_MAX:
+            raise InvalidValue(
+                f"invalid request: {what} id {value} does not fit in a Kubernetes object "
+                f"(int64, at most {INT64_MAX})"
+            )
+
+
 def store_spec(cluster: str, store: Store) -> Obj:
+    check_int64_ids(store=store)
     meta = serde.store_to_json(store)
     meta.pop("last_heartbeat", None)  # status carries it, so heartbeats never touch spec
     spec: Obj = {

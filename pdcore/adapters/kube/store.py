@@ -208,6 +208,7 @@ class KubeStore:
     async def bootstrap(self, meta: ClusterMeta, store: Store, region: Region) -> None:
         """One CAS on PDMeta records the flag, the meta, the first store and region
         together; the TiKVStore object follows (load() falls back to `firstStore`)."""
+        convert.check_int64_ids(store, region)
 
         def change(spec: Spec) -> Spec:
             if spec.get("bootstrapped") or spec.get("clusterMeta"):

@@ -41,9 +41,15 @@ class _Capture:
 
 
 class EtcdProxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    def __init__(self, leader_address: Callable[[], str]) -> None:
-        """`leader_address` is the pd-leader's host:port, "" when unknown or us."""
+    def __init__(
+        self,
+        leader_address: Callable[[], str],
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+    ) -> None:
+        """`leader_address` is the pd-leader's host:port, "" when unknown or us; `dial`
+        opens a channel to it (with TLS when the members use it)."""
         self._leader_address = leader_address
+        self._dial = dial
         self._local: dict[str, grpc.RpcMethodHandler[Any, Any]] | None = None
         self._address = ""
         self._channel: grpc.aio.Channel | None = None
@@ -73,7 +79,7 @@ class EtcdProxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             return None
         if address != self._address or self._channel is None:
             old = self._channel
-            self._address, self._channel = address, grpc.aio.insecure_channel(address)
+            self._address, self._channel = address, self._dial(address)
             if old is not None:
                 asyncio.get_running_loop().create_task(old.close(None))
         return self._channel

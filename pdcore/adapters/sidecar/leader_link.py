@@ -40,9 +40,14 @@ def address_of(url: str) -> str:
 
 class LeaderLink:
     def __init__(
-        self, holder: Callable[[], str], cluster_id: Callable[[], int], own_url: str = ""
+        self,
+        holder: Callable[[], str],
+        cluster_id: Callable[[], int],
+        own_url: str = "",
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
     ) -> None:
         self._holder = holder
+        self._dial = dial
         self._own_url = own_url
         self._cluster_id = cluster_id
         self._address = ""
@@ -68,7 +73,7 @@ class LeaderLink:
             if self._channel is not None:
                 asyncio.get_running_loop().create_task(self._channel.close(None))
             self._address = address
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = self._dial(address)
             self.stub = pdpb_pb2_grpc.PDStub(self._channel)
         return self.stub
 
@@ -106,45 +111,72 @@ class LeaderLink:
     async def _tso_loop(self) -> None:
         call: Any = None
         call_addr = ""
-        while True:
-            await self._tso_wake.wait()
-            self._tso_wake.clear()
-            batch, self._tso_waiters = self._tso_waiters, []
-            if not batch:
-                continue
-            total = sum(c for c, _ in batch)
-            try:
-                stub = self.current()
-                if call is None or call_addr != self._address:
+        batch: list[tuple[int, asyncio.Future[Timestamp]]] = []
+        try:
+            while True:
+                await self._tso_wake.wait()
+                self._tso_wake.clear()
+                batch, self._tso_waiters = self._tso_waiters, []
+                if not batch:
+                    continue
+                try:
+                    stub = self.current()  # follows the Lease to a new pd-leader
+                    if call is None or call_addr != self._address:
+                        if call is not None:
+                            call.cancel()
+                        call, call_addr = stub.Tso(), self._address
+                    self._resolve(batch, await self._tso_once(call, batch))
+                except Exception as e:
+                    # Any failure — a status, a closed stream, a timeout, or gRPC's
+                    # InvalidStateError on a finished call — ends this stream and answers
+                    # the batch with NotLeader (UNAVAILABLE), which PD clients retry.
                     if call is not None:
                         call.cancel()
-                    call, call_addr = stub.Tso(), self._address
-                await call.write(
-                    pdpb_pb2.TsoRequest(
-                        header=pdpb_pb2.RequestHeader(cluster_id=self._cluster_id()), count=total
+                    call = None
+                    err = (
+                        e
+                        if isinstance(e, NotLeader)
+                        else NotLeader(f"tso forwarding failed: {e!r}")
                     )
+                    self._fail(batch, err)
+                batch = []
+        finally:  # cancelled (close) or a bug: nobody may be left waiting
+            if call is not None:
+                call.cancel()
+            self._fail(batch + self._tso_waiters, NotLeader("tso relay stopped"))
+            self._tso_waiters = []
+
+    async def _tso_once(self, call: Any, batch: list[tuple[int, asyncio.Future[Timestamp]]]) -> int:
+        """One request for the whole batch; the top of the leader's range."""
+        total = sum(c for c, _ in batch)
+        await asyncio.wait_for(
+            call.write(
+                pdpb_pb2.TsoRequest(
+                    header=pdpb_pb2.RequestHeader(cluster_id=self._cluster_id()), count=total
                 )
-                resp = await asyncio.wait_for(call.read(), FORWARD_TIMEOUT_S)
-                if resp is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    raise NotLeader("tso stream closed")
-                self.tso_batches += 1
-                top = (resp.timestamp.physical << LOGICAL_BITS) | resp.timestamp.logical
-                # The leader's batch is top-total+1 .. top; hand out consecutive slices.
-                end = top - total
-                for count, fut in batch:
-                    end += count
-                    if not fut.done():
-                        fut.set_result(
-                            Timestamp(end >> LOGICAL_BITS, end & ((1 << LOGICAL_BITS) - 1))
-                        )
-            except (grpc.aio.AioRpcError, NotLeader, TimeoutError) as e:
-                if call is not None:
-                    call.cancel()
-                call = None
-                err = e if isinstance(e, NotLeader) else NotLeader(f"tso forwarding failed: {e}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
+            ),
+            FORWARD_TIMEOUT_S,
+        )
+        resp = await asyncio.wait_for(call.read(), FORWARD_TIMEOUT_S)
+        if resp is grpc.aio.EOF:  # type: ignore[attr-defined]
+            raise NotLeader("tso stream closed")
+        self.tso_batches += 1
+        return int((resp.timestamp.physical << LOGICAL_BITS) | resp.timestamp.logical)
+
+    @staticmethod
+    def _resolve(batch: list[tuple[int, asyncio.Future[Timestamp]]], top: int) -> None:
+        # The leader's batch is top-total+1 .. top; hand out consecutive slices.
+        end = top - sum(c for c, _ in batch)
+        for count, fut in batch:
+            end += count
+            if not fut.done():
+                fut.set_result(Timestamp(end >> LOGICAL_BITS, end & ((1 << LOGICAL_BITS) - 1)))
+
+    @staticmethod
+    def _fail(batch: list[tuple[int, asyncio.Future[Timestamp]]], err: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
 
     # -- region sync ----------------------------------------------------------------------
     async def sync_regions(
@@ -201,6 +233,8 @@ class LeaderLink:
 
     async def close(self) -> None:
         if self._tso_task is not None:
-            self._tso_task.cancel()
+            self._tso_task.cancel()  # its own waiters are failed as it ends
+        self._fail(self._tso_waiters, NotLeader("tso relay stopped"))  # not yet picked up
+        self._tso_waiters = []
         if self._channel is not None:
             await self._channel.close(None)

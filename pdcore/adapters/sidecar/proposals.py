@@ -92,8 +92,14 @@ class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
 
 
 class Proposer:
-    def __init__(self, holder: Callable[[], str], cluster_id: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        holder: Callable[[], str],
+        cluster_id: Callable[[], int],
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+    ) -> None:
         self.holder = holder  # the scheduler Lease's holderIdentity
+        self.dial = dial
         self.cluster_id = cluster_id
         self._address = ""
         self._channel: grpc.aio.Channel | None = None
@@ -106,7 +112,7 @@ class Proposer:
             raise RuntimeError("no scheduler role holder with an address")
         if address != self._address or self._channel is None:
             await self.close()
-            self._address, self._channel = address, grpc.aio.insecure_channel(address)
+            self._address, self._channel = address, self.dial(address)
         req = kubepdpb_pb2.ProposeRequest(
             cluster_id=self.cluster_id(),
             policy=policy.name,
@@ -148,7 +154,9 @@ class LeaderStores:
         is_leader: Callable[[], bool],
         leader: Callable[[], str],
         cluster_id: Callable[[], int],
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
     ) -> None:
+        self.dial = dial
         self.local = local
         self.is_leader = is_leader
         self.leader = leader  # the pd-leader Lease's holderIdentity
@@ -169,7 +177,7 @@ class LeaderStores:
             return self.local
         if address != self._address or self._channel is None:
             await self.close()
-            self._address, self._channel = address, grpc.aio.insecure_channel(address)
+            self._address, self._channel = address, self.dial(address)
         try:
             resp = await kubepdpb_pb2_grpc.LeaderStub(self._channel).GetStores(
                 kubepdpb_pb2.GetStoresRequest(cluster_id=self.cluster_id()), timeout=2.0

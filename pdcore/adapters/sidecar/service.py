@@ -22,6 +22,7 @@ from pdcore.adapters.grpc.errors import Ctx, status_of
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
+from pdcore.domain.tso import Timestamp
 from pdcore.proto import pdpb_pb2
 from pdcore.service.node import PdNode
 from pdcore.service.streams import HeartbeatStreams
@@ -56,6 +57,8 @@ FORWARDED_UNARY = (
 LOCAL_STORE_TTL_S = 30.0  # a store silent this long no longer counts as this pod's
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
 LEADERSHIP_CHECK_S = 0.5  # how soon a cache feed ends after this sidecar stops leading
+TSO_FAILOVER_WAIT_S = 6.0  # longer than a Lease runs out and a successor takes over
+TSO_RETRY_S = 0.05
 VIA_HEADER = "kubepd-via"  # set on streams a sidecar forwards to the pd-leader: its pod
 
 
@@ -159,15 +162,26 @@ class SidecarService(PdService):
                 self.validate(req.header)
                 if req.count == 0:
                     await context.abort(grpc.StatusCode.UNKNOWN, "tso count should be positive")
-                ts = await (
-                    self.node.tso(req.count) if self.is_leader() else self.link.tso(req.count)
-                )
+                ts = await self._tso_across_failover(req.count)
             except TransportError as e:
                 await context.abort(status_of(e), str(e))
             resp = pdpb_pb2.TsoResponse(count=req.count)
             resp.header.cluster_id = self.node.cluster_id
             resp.timestamp.physical, resp.timestamp.logical = ts.physical, ts.logical
             yield resp
+
+    async def _tso_across_failover(self, count: int) -> Timestamp:
+        """Through the pd-leader (or from us, once we lead). While there is none — it
+        died and its Lease has not run out yet — wait for the next one for a while
+        rather than end the client's stream: TiKV would reconnect with backoff."""
+        deadline = time.monotonic() + TSO_FAILOVER_WAIT_S
+        while True:
+            try:
+                return await (self.node.tso(count) if self.is_leader() else self.link.tso(count))
+            except NotLeader:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(TSO_RETRY_S)
 
     # -- region heartbeats: local ingest, forward changes, relay commands ---------------------
     async def RegionHeartbeat(

@@ -48,7 +48,9 @@ class StepRouter:
         url_of: Callable[[int], str | None],
         term: Callable[[], Term | None],
         cluster_id: Callable[[], int],
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
     ) -> None:
+        self.dial = dial
         self.local = local
         self.local_url = local_url
         self.url_of = url_of
@@ -80,7 +82,7 @@ class StepRouter:
 
     def _stub(self, url: str) -> Any:
         if url not in self._channels:
-            channel = grpc.aio.insecure_channel(address_of(url))
+            channel = self.dial(address_of(url))
             self._channels[url] = (channel, kubepdpb_pb2_grpc.SidecarStub(channel))
         return self._channels[url][1]
 

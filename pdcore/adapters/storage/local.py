@@ -3,13 +3,18 @@
 WAL journal with synchronous=FULL: a mark (ID high-water, TSO window) is on disk before
 any id or timestamp below it is handed out, and a crash leaves either the old or the
 new value, never a torn one. Calls run in a worker thread so the event loop never
-waits on fsync.
+waits on fsync. The directory is locked for one process, and a database that lost
+committed marks is refused (see data_dir).
+
+Ids are uint64 on the wire; SQLite's INTEGER is signed 64-bit, so row keys hold the
+two's-complement reinterpretation (`_row`) and the JSON bodies the real value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -17,9 +22,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pdcore.adapters.storage import serde
+from pdcore.adapters.storage.data_dir import (
+    DataDirError,
+    DataDirLock,
+    Marks,
+    check_database,
+    move_aside,
+    read_marks,
+    write_marks,
+)
 from pdcore.domain.cluster import ClusterMeta
 from pdcore.domain.config import ClusterConfig
-from pdcore.domain.errors import AlreadyBootstrapped, CasConflict
+from pdcore.domain.errors import AlreadyBootstrapped, CasConflict, StorageFailed
 from pdcore.domain.gc import GcState
 from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.mvcc import KeyValue, Record
@@ -28,7 +42,10 @@ from pdcore.domain.store import Store
 from pdcore.ports import EtcdChange, EtcdState, PersistedState
 
 T = TypeVar("T")
+log = logging.getLogger("kubepd.storage")
 FILE_NAME = "kubepd.db"
+_DB_FILES = [FILE_NAME, f"{FILE_NAME}-wal", f"{FILE_NAME}-shm"]
+_U64 = 1 << 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,23 +75,72 @@ def _record_row(r: Record) -> tuple[object, ...]:
     )
 
 
+def _row(id_: int) -> int:
+    """A uint64 id as the signed 64-bit row key SQLite can hold (lossless)."""
+    return id_ - _U64 if id_ >= 1 << 63 else id_
+
+
 class LocalStore:
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(
+        self, data_dir: str | Path, *, exclusive: bool = True, force_new_cluster: bool = False
+    ) -> None:
+        """`exclusive=False` skips the directory lock: only for tests that open two
+        handles on purpose. `force_new_cluster` moves an existing database aside."""
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
+        self.dir = path
         self.path = path / FILE_NAME
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._dir_lock = DataDirLock(path) if exclusive else None
+        if self._dir_lock is not None:
+            self._dir_lock.acquire()
+        try:
+            if force_new_cluster:
+                moved = move_aside(path, [*_DB_FILES, "cluster.json"])
+                if moved:
+                    log.warning("starting a new cluster; old files kept as %s", moved)
+            elif not self.path.exists():
+                # Refuse before sqlite creates an empty file in its place.
+                check_database(path, read_marks(path), Marks())
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self._release()
+            raise DataDirError(
+                f"cannot open {self.path}: {e}; restore it from a backup, or start a new "
+                "cluster with --force-new-cluster"
+            ) from None
+        except BaseException:
+            self._release()
+            raise
         self._lock = threading.Lock()
+
+    def _release(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.release()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
             with self._lock:
-                return fn(self._db)
+                try:
+                    return fn(self._db)
+                except (sqlite3.OperationalError, OSError) as e:
+                    # e.g. "database or disk is full": a PD error for the client, not a crash.
+                    raise StorageFailed(f"storage write failed in {self.dir}: {e}") from e
 
         return await asyncio.to_thread(locked)
+
+    def _record_marks(self, db: sqlite3.Connection) -> None:
+        """After a commit: cluster.json follows the database (never ahead of it)."""
+        write_marks(
+            self.dir,
+            Marks(
+                int(self._get(db, "cluster_id") or 0),
+                int(self._get(db, "id_mark") or 0),
+                int(self._get(db, "tso_window") or 0),
+            ),
+        )
 
     @staticmethod
     def _get(db: sqlite3.Connection, key: str) -> Any:
@@ -106,9 +172,19 @@ class LocalStore:
                 st.stores[s.id] = s
             for name, value in db.execute("SELECT name, value FROM global_config"):
                 st.global_config[name] = bytes(value)
+            marks = read_marks(self.dir)
+            check_database(self.dir, marks, Marks(st.cluster_id, st.id_mark, st.tso_window))
+            if st.cluster_id and marks is None:
+                self._record_marks(db)  # a directory from before cluster.json existed
             return st
 
-        return await self._run(read)
+        try:
+            return await self._run(read)
+        except sqlite3.DatabaseError as e:
+            raise DataDirError(
+                f"the database {self.path} is damaged ({e}); restore it from a backup, or "
+                "start a new cluster with --force-new-cluster"
+            ) from None
 
     async def init_cluster_id(self, candidate: int) -> int:
         def write(db: sqlite3.Connection) -> int:
@@ -118,7 +194,8 @@ class LocalStore:
                 if current:
                     return int(current)
                 self._put(db, "cluster_id", candidate)
-                return candidate
+            self._record_marks(db)
+            return candidate
 
         return await self._run(write)
 
@@ -131,11 +208,11 @@ class LocalStore:
                 self._put(db, "meta", serde.meta_to_json(meta))
                 db.execute(
                     "INSERT OR REPLACE INTO stores(id, body) VALUES(?, ?)",
-                    (store.id, json.dumps(serde.store_to_json(store))),
+                    (_row(store.id), json.dumps(serde.store_to_json(store))),
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO regions(id, body) VALUES(?, ?)",
-                    (region.id, json.dumps(serde.region_to_json(region))),
+                    (_row(region.id), json.dumps(serde.region_to_json(region))),
                 )
 
         await self._run(write)
@@ -145,7 +222,9 @@ class LocalStore:
 
         def write(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT OR REPLACE INTO stores(id, body) VALUES(?, ?)", (store.id, body))
+                db.execute(
+                    "INSERT OR REPLACE INTO stores(id, body) VALUES(?, ?)", (_row(store.id), body)
+                )
 
         await self._run(write)
 
@@ -157,6 +236,7 @@ class LocalStore:
                 if current != expected:
                     raise CasConflict(f"{key} is {current}, expected {expected}")
                 self._put(db, key, new)
+            self._record_marks(db)
 
         await self._run(write)
 
@@ -269,8 +349,8 @@ class LocalStore:
         return await self._run(read)
 
     async def save_regions(self, changed: Sequence[Region], deleted: Iterable[int]) -> None:
-        rows = [(r.id, json.dumps(serde.region_to_json(r))) for r in changed]
-        gone = [(rid,) for rid in deleted]
+        rows = [(_row(r.id), json.dumps(serde.region_to_json(r))) for r in changed]
+        gone = [(_row(rid),) for rid in deleted]
 
         def write(db: sqlite3.Connection) -> None:
             with db:
@@ -284,4 +364,7 @@ class LocalStore:
         def close(db: sqlite3.Connection) -> None:
             db.close()
 
-        await self._run(close)
+        try:
+            await self._run(close)
+        finally:
+            self._release()

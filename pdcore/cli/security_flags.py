@@ -1,0 +1,89 @@
+"""TLS settings as PD spells them, shared by the commands that serve PD's API: the
+flags --cacert, --cert, --key (and --cert-allowed-cn), and the config file's
+[security] table with cacert-path, cert-path, key-path and cert-allowed-cn."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pdcore.adapters.tls import Security
+
+TABLE_KEYS: dict[str, type] = {
+    "cacert-path": str,
+    "cert-path": str,
+    "key-path": str,
+    "cert-allowed-cn": list,
+}
+FLAGS = {"cacert": "cacert-path", "cert": "cert-path", "key": "key-path"}
+
+
+def add_arguments(p: argparse.ArgumentParser, table_hint: str = "") -> None:
+    """`table_hint`: how a config file spells each one (e.g. "[security] "), if it can."""
+
+    def hint(key: str) -> str:
+        return f" ({table_hint}{key})" if table_hint else ""
+
+    p.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=None,
+        help="CA certificate (PEM): serve gRPC and HTTP over mutual TLS; clients must "
+        f"present a certificate it signed{hint('cacert-path')}",
+    )
+    p.add_argument(
+        "--cert",
+        metavar="FILE",
+        default=None,
+        help="this server's certificate (PEM, also presented to other members); with "
+        f"--key, gRPC and HTTP use TLS; reloaded when the file changes{hint('cert-path')}",
+    )
+    p.add_argument(
+        "--key", metavar="FILE", default=None, help=f"the key of --cert{hint('key-path')}"
+    )
+    p.add_argument(
+        "--cert-allowed-cn",
+        metavar="NAMES",
+        default=None,
+        help="comma-separated common names a client certificate must carry one of "
+        f"(PERMISSION_DENIED / 403 otherwise){hint('cert-allowed-cn')}",
+    )
+
+
+def table(value: Any, path: str) -> dict[str, Any]:
+    """A config file's [security] table, checked; SystemExit names what is wrong."""
+    if not isinstance(value, dict):
+        raise SystemExit(f"kubepd: [security] in {path} must be a table")
+    for key, item in value.items():
+        want = TABLE_KEYS.get(key.replace("_", "-"))
+        if want is None:
+            raise SystemExit(f"kubepd: unknown key {key!r} in [security] of {path}")
+        if not isinstance(item, want) or (
+            isinstance(item, list) and not all(isinstance(v, str) for v in item)
+        ):
+            kind = "list of strings" if want is list else want.__name__
+            raise SystemExit(f"kubepd: [security] {key!r} in {path} must be a {kind}")
+    return {k.replace("_", "-"): v for k, v in value.items()}
+
+
+def security_of(args: argparse.Namespace, from_file: dict[str, Any] | None = None) -> Security:
+    """Flags win over the file's table."""
+    t = dict(from_file or {})
+    for flag, key in FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            t[key] = value
+    names = getattr(args, "cert_allowed_cn", None)
+    if names is not None:
+        t["cert-allowed-cn"] = [n.strip() for n in names.split(",") if n.strip()]
+    sec = Security(
+        cacert_path=t.get("cacert-path", ""),
+        cert_path=t.get("cert-path", ""),
+        key_path=t.get("key-path", ""),
+        cert_allowed_cn=tuple(t.get("cert-allowed-cn", ())),
+    )
+    try:
+        sec.check()
+    except ValueError as e:
+        raise SystemExit(f"kubepd: {e}") from None
+    return sec

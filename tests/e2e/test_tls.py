@@ -1,0 +1,182 @@
+"""TLS and mutual TLS on a running kubepd, configured as PD's are: clients need a
+certificate from the CA, cert-allowed-cn admits only the listed common names, plain
+text is refused, and a rotated server certificate is picked up without a restart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from pdcore.adapters.tls import Security
+from pdcore.app import PdServer, ServerOptions
+from pdcore.cli import security_flags, serve
+from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
+from tests.support.certs import CertAuthority, Pem
+
+
+@dataclass
+class Tls:
+    server: PdServer
+    ca: CertAuthority
+    server_pem: Pem
+    tikv: Pem
+    intruder: Pem
+    stranger: Pem  # right name, wrong CA
+
+
+@pytest.fixture
+async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
+    ca = CertAuthority(tmp_path / "ca")
+    server_pem = ca.issue("pd-server", server=True)
+    sec = Security(str(ca.path), str(server_pem.cert), str(server_pem.key), ("tikv",))
+    server = PdServer(
+        ServerOptions(
+            client_urls=["http://127.0.0.1:0"],
+            status_addr="127.0.0.1:0",
+            enable_scheduling=False,
+            security=sec,
+        )
+    )
+    await server.start()
+    try:
+        yield Tls(
+            server,
+            ca,
+            server_pem,
+            ca.issue("tikv"),
+            ca.issue("intruder"),
+            CertAuthority(tmp_path / "other", "other-ca").issue("tikv"),
+        )
+    finally:
+        await server.stop(0)
+
+
+def channel(t: Tls, client: Pem | None, root: Path | None = None) -> grpc.aio.Channel:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(root or t.ca.path).read_bytes(),
+        private_key=client.key.read_bytes() if client else None,
+        certificate_chain=client.cert.read_bytes() if client else None,
+    )
+    return grpc.aio.secure_channel(t.server.client_address, creds)
+
+
+async def members(ch: grpc.aio.Channel) -> pdpb_pb2.GetMembersResponse:
+    resp: pdpb_pb2.GetMembersResponse = await pdpb_pb2_grpc.PDStub(ch).GetMembers(
+        pdpb_pb2.GetMembersRequest(), timeout=3
+    )
+    return resp
+
+
+def http_context(t: Tls, client: Pem | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(t.ca.path))
+    if client is not None:
+        ctx.load_cert_chain(str(client.cert), str(client.key))
+    return ctx
+
+
+async def http_status(t: Tls, client: Pem | None) -> int:
+    url = f"https://{t.server.status_address}/pd/api/v1/members"
+    async with aiohttp.ClientSession() as s, s.get(url, ssl=http_context(t, client)) as r:
+        return r.status
+
+
+async def test_grpc_needs_a_client_certificate_from_the_ca_with_an_allowed_name(
+    tls: Tls,
+) -> None:
+    async with channel(tls, tls.tikv) as ch:
+        resp = await members(ch)
+        assert resp.leader.client_urls[0].startswith("https://")
+    for client in (None, tls.stranger):
+        async with channel(tls, client) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await members(ch)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with channel(tls, tls.intruder) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await members(ch)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "intruder" in (e.value.details() or "")
+    async with grpc.aio.insecure_channel(tls.server.client_address) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await members(ch)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_http_needs_the_same(tls: Tls) -> None:
+    assert await http_status(tls, tls.tikv) == 200
+    assert await http_status(tls, tls.intruder) == 403
+    with pytest.raises(aiohttp.ClientError):
+        await http_status(tls, None)
+    url = f"http://{tls.server.status_address}/pd/api/v1/members"
+    with pytest.raises(aiohttp.ClientError):
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            await r.read()
+
+
+async def test_a_rotated_server_certificate_is_used_without_a_restart(
+    tls: Tls, tmp_path: Path
+) -> None:
+    new_ca = CertAuthority(tmp_path / "rotated", "rotated-ca")
+    fresh = new_ca.issue("pd-server", server=True)
+    shutil.copy(fresh.key, tls.server_pem.key)
+    shutil.copy(fresh.cert, tls.server_pem.cert)
+    deadline = time.monotonic() + 15
+    grpc_ok = http_ok = False
+    while not (grpc_ok and http_ok):
+        assert time.monotonic() < deadline, f"not reloaded: grpc {grpc_ok}, http {http_ok}"
+        if not grpc_ok:
+            async with channel(tls, tls.tikv, root=new_ca.path) as ch:
+                try:
+                    await members(ch)
+                    grpc_ok = True
+                except grpc.aio.AioRpcError:
+                    pass
+        if not http_ok:
+            ctx = ssl.create_default_context(cafile=str(new_ca.path))
+            ctx.load_cert_chain(str(tls.tikv.cert), str(tls.tikv.key))
+            url = f"https://{tls.server.status_address}/pd/api/v1/members"
+            try:
+                async with aiohttp.ClientSession() as s, s.get(url, ssl=ctx) as r:
+                    http_ok = r.status == 200
+            except aiohttp.ClientError:
+                pass
+        await asyncio.sleep(0.2)
+
+
+def test_serve_reads_pd_style_security_config_and_flags(tmp_path: Path) -> None:
+    ca = CertAuthority(tmp_path / "ca")
+    pem = ca.issue("pd-server", server=True)
+    cfg = tmp_path / "pd.toml"
+    cfg.write_text(
+        f'name = "pd"\n[security]\ncacert-path = "{ca.path}"\ncert-path = "{pem.cert}"\n'
+        f'key-path = "{pem.key}"\ncert-allowed-cn = ["tikv", "tidb"]\n'
+    )
+    loaded = serve.load_config(str(cfg))
+    no_flags = argparse.Namespace(cacert=None, cert=None, key=None, cert_allowed_cn=None)
+    sec = security_flags.security_of(no_flags, loaded.get("security"))
+    assert sec == Security(str(ca.path), str(pem.cert), str(pem.key), ("tikv", "tidb"))
+    other = ca.issue("pd-2", server=True)
+    flags = argparse.Namespace(
+        cacert=None, cert=str(other.cert), key=str(other.key), cert_allowed_cn="tikv"
+    )
+    from_flags = security_flags.security_of(flags, loaded.get("security"))
+    assert from_flags.cert_path == str(other.cert) and from_flags.cert_allowed_cn == ("tikv",)
+    with pytest.raises(SystemExit, match="set both --cert and --key"):
+        security_flags.security_of(argparse.Namespace(cacert=None, cert=str(pem.cert), key=None))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[security]\ncert-allowed-cn = "tikv"\n')
+    with pytest.raises(SystemExit, match="must be a list of strings"):
+        serve.load_config(str(bad))
+    bad.write_text('[security]\nca-path = "x"\n')
+    with pytest.raises(SystemExit, match="unknown key 'ca-path'"):
+        serve.load_config(str(bad))

@@ -1,0 +1,22 @@
+"""Bad-input logging: one line per kind per interval, with the count it held back."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pdcore.adapters.rate_log import RateLimitedLog
+
+
+def test_one_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("t"), interval_s=10, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "t"):
+        logged = [rl.warning("a", "bad a") for _ in range(100)] + [rl.warning("b", "bad b")]
+        now[0] = 11
+        assert rl.warning("a", "bad a again")
+    assert logged.count(True) == 2
+    assert [r.getMessage() for r in caplog.records] == ["bad a", "bad b", "bad a again"]
+    assert caplog.records[-1].suppressed == 99  # type: ignore[attr-defined]
+    assert not any(r.exc_info for r in caplog.records)
