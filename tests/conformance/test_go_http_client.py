@@ -1,6 +1,9 @@
 """PD's Go HTTP client (github.com/tikv/pd/client/http, the version pinned in
 gohttp/go.mod) against a real `kubepd serve`: every call it makes must succeed and
-decode into PD's types, and the values must be the ones kubepd holds."""
+decode into PD's types, and the values must be the ones kubepd holds. Twice: pointed at
+the status URL, and finding PD as users' programs do, by gRPC discovery on the client
+URL and then HTTP/1.1 on that same port (where `cluster`, `health` and the service GC
+safe points used to hang: the client spoke HTTP/2 to an HTTP/1.1-only port)."""
 
 from __future__ import annotations
 
@@ -23,13 +26,16 @@ def pdhttp() -> Path:
     return build_pdhttp()
 
 
-def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
+@pytest.mark.parametrize("port", ["status", "client"])
+def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
     ids = bootstrap_two_regions(pd)
+    where = (
+        ["-url", pd.status] if port == "status" else ["-discover", "-url", f"http://{pd.address}"]
+    )
     res = subprocess.run(
         [
             str(pdhttp),
-            "-url",
-            pd.status,
+            *where,
             "-store",
             str(ids["s1"]),
             "-store2",
