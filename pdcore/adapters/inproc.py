@@ -76,6 +76,26 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
+async def _answer(method: str, run: Callable[[_Context], Any]) -> Any:
+    """A handler's single response, or the status it ended with as grpc reports it: an
+    abort's code, else the code set before raising or returning, else UNKNOWN."""
+    ctx = _Context(method)
+    try:
+        response = run(ctx)
+        if inspect.isawaitable(response):
+            response = await response
+    except _Abort as e:
+        raise _rpc_error(e.code, e.details) from None
+    except Exception as e:
+        if ctx.code is not None and ctx.code != grpc.StatusCode.OK:
+            raise _rpc_error(ctx.code, ctx.details) from None
+        log.exception("in-process handler %s failed", method)
+        raise _rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(e).__name__}: {e}") from None
+    if ctx.code is not None and ctx.code != grpc.StatusCode.OK:
+        raise _rpc_error(ctx.code, ctx.details)
+    return response
+
+
 class InProcessServer:
     """Collects method handlers the way `grpc.aio.Server` does; serves `InProcessChannel`s."""
 
@@ -173,9 +193,11 @@ class InProcessChannel:
                     yield handler.request_deserializer(wire)
 
             try:
-                response = await asyncio.wait_for(behaviour(decoded(), _Context(method)), timeout)
-            except _Abort as e:
-                raise _rpc_error(e.code, e.details) from None
+                response = await asyncio.wait_for(
+                    _answer(method, lambda ctx: behaviour(decoded(), ctx)), timeout
+                )
+            except TimeoutError:
+                raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             return response_deserializer(handler.response_serializer(response))
 
         return call
@@ -206,25 +228,11 @@ class InProcessChannel:
         async def serve() -> Any:
             if delay := self._delay(method, "request"):
                 await asyncio.sleep(delay)
-            ctx = _Context(method)
             behaviour = handler.unary_unary
             if behaviour is None:
                 raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not unary")
-            try:
-                response = behaviour(handler.request_deserializer(wire), ctx)
-                if inspect.isawaitable(response):
-                    response = await response
-            except _Abort as e:
-                raise _rpc_error(e.code, e.details) from None
-            except Exception as e:  # as grpc does: the code set before raising, else UNKNOWN
-                if ctx.code is not None and ctx.code != grpc.StatusCode.OK:
-                    raise _rpc_error(ctx.code, ctx.details) from None
-                log.exception("in-process handler %s failed", method)
-                raise _rpc_error(
-                    grpc.StatusCode.UNKNOWN, f"Unexpected {type(e).__name__}: {e}"
-                ) from None
-            if ctx.code is not None and ctx.code != grpc.StatusCode.OK:
-                raise _rpc_error(ctx.code, ctx.details)
+            request = handler.request_deserializer(wire)
+            response = await _answer(method, lambda ctx: behaviour(request, ctx))
             out = handler.response_serializer(response)
             if delay := self._delay(method, "response"):
                 await asyncio.sleep(delay)

@@ -119,6 +119,54 @@ def test_unary_calls_are_encoded_and_errors_keep_their_code() -> None:
     virtual_loop.run(main)
 
 
+def test_client_streaming_calls_report_errors_as_unary_ones_do() -> None:
+    """Both single-response shapes share one translation: a code set without raising,
+    an abort, and an unexpected exception all reach the caller as grpc reports them."""
+
+    async def total(requests: AsyncIterator[Any], context: Any) -> Any:
+        n = sum([r.count async for r in requests])
+        if n == 0:
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details("nothing to count")
+        if n == 1:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, "one is too few")
+        if n == 2:
+            raise RuntimeError("boom")
+        return pdpb_pb2.AllocIDResponse(id=n)
+
+    async def main() -> None:
+        server = inproc.InProcessServer()
+        method = grpc.stream_unary_rpc_method_handler(
+            total,
+            request_deserializer=pdpb_pb2.AllocIDRequest.FromString,
+            response_serializer=pdpb_pb2.AllocIDResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("t.T", {"Sum": method})]
+        )
+        call = inproc.InProcessChannel(lambda: server).stream_unary(
+            "/t.T/Sum",
+            request_serializer=pdpb_pb2.AllocIDRequest.SerializeToString,
+            response_deserializer=pdpb_pb2.AllocIDResponse.FromString,
+        )
+
+        def reqs(*counts: int) -> list[Any]:
+            return [pdpb_pb2.AllocIDRequest(count=c) for c in counts]
+
+        assert (await call(reqs(3, 4))).id == 7
+        expected = {
+            (0,): (grpc.StatusCode.INVALID_ARGUMENT, "nothing to count"),
+            (1,): (grpc.StatusCode.OUT_OF_RANGE, "one is too few"),
+            (2,): (grpc.StatusCode.UNKNOWN, "Unexpected RuntimeError: boom"),
+        }
+        for counts, (code, details) in expected.items():
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await call(reqs(*counts))
+            assert (e.value.code(), e.value.details()) == (code, details)
+
+    virtual_loop.run(main)
+
+
 def test_streams_are_bounded_and_end_when_the_server_stops() -> None:
     async def main() -> None:
         pd = _Pd()

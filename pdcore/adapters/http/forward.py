@@ -2,8 +2,9 @@
 sidecars do with gRPC writes: the request is sent on unchanged to the leader's client
 URL (which serves PD's HTTP API too) and its answer returned as is. Reads are served
 locally, except reads of what only the pd-leader holds (the schedulers and operators a
-forwarded write changed there), which follow the writes. With no reachable pd-leader the answer is 503 with the reason; a request that
-was already forwarded once is never forwarded again (no loops while leadership moves).
+forwarded write changed there), which follow the writes. With no reachable pd-leader
+the answer is 503 with the reason; a request that was already forwarded once is never
+forwarded again (no loops while leadership moves).
 """
 
 from __future__ import annotations
