@@ -5,6 +5,8 @@ flags --cacert, --cert, --key (and --cert-allowed-cn), and the config file's
 from __future__ import annotations
 
 import argparse
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from pdcore.adapters.tls import Security
@@ -64,6 +66,26 @@ def table(value: Any, path: str) -> dict[str, Any]:
             kind = "list of strings" if want is list else want.__name__
             raise SystemExit(f"kubepd: [security] {key!r} in {path} must be a {kind}")
     return {k.replace("_", "-"): v for k, v in value.items()}
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """A config file's contents; SystemExit when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"kubepd: cannot read config file {path}: {e}") from None
+
+
+def security_file(path: str | None) -> dict[str, Any]:
+    """The [security] table of a config file that holds nothing else (the commands
+    whose only file settings are these); SystemExit names what is wrong."""
+    if not path:
+        return {}
+    data = read_toml(path)
+    for key in data:
+        if key != "security":
+            raise SystemExit(f"kubepd: unknown key {key!r} in config file {path}")
+    return table(data.get("security", {}), path)
 
 
 def security_of(args: argparse.Namespace, from_file: dict[str, Any] | None = None) -> Security:

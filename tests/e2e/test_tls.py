@@ -19,7 +19,7 @@ import pytest
 
 from pdcore.adapters.tls import Security
 from pdcore.app import PdServer, ServerOptions
-from pdcore.cli import security_flags, serve
+from pdcore.cli import scheduler_host, security_flags, serve
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from tests.support.certs import CertAuthority, Pem
 
@@ -180,3 +180,24 @@ def test_serve_reads_pd_style_security_config_and_flags(tmp_path: Path) -> None:
     bad.write_text('[security]\nca-path = "x"\n')
     with pytest.raises(SystemExit, match="unknown key 'ca-path'"):
         serve.load_config(str(bad))
+
+
+def test_scheduler_host_reads_a_security_only_config_file(tmp_path: Path) -> None:
+    ca = CertAuthority(tmp_path / "ca")
+    pem = ca.issue("kubepd-scheduler", server=True)
+    cfg = tmp_path / "scheduler.toml"
+    cfg.write_text(
+        f'[security]\ncacert-path = "{ca.path}"\ncert-path = "{pem.cert}"\n'
+        f'key-path = "{pem.key}"\ncert-allowed-cn = ["kubepd-member"]\n'
+    )
+    parser = argparse.ArgumentParser()
+    scheduler_host.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["scheduler-host", "--cluster", "c", "--config", str(cfg)])
+    sec = security_flags.security_of(args, security_flags.security_file(args.config))
+    assert sec == Security(str(ca.path), str(pem.cert), str(pem.key), ("kubepd-member",))
+    cfg.write_text('cluster = "c"\n[security]\n')  # only [security] belongs in this file
+    with pytest.raises(SystemExit, match="unknown key 'cluster'"):
+        security_flags.security_file(str(cfg))
+    cfg.write_text(f'[security]\ncert-path = "{pem.cert}"\n')
+    with pytest.raises(SystemExit, match="set both --cert and --key"):
+        security_flags.security_of(args, security_flags.security_file(str(cfg)))

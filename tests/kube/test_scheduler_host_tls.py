@@ -1,0 +1,140 @@
+"""`kubepd scheduler-host` with mutual TLS beside TLS sidecars on a real API server: it
+syncs regions and reads stores from the pd-leader over TLS with its own certificate,
+advertises an https URL, and its Propose server and HTTP API refuse plain text, a
+certificate from another CA and a common name not allowed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pdcore.adapters.kube.client import KubeClient
+from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc, metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
+from tests.kube.test_scheduler_host import scheduler_holder, start_host
+from tests.support.certs import CertAuthority, MemberCerts, Pem, client_context, secure_channel
+from tests.support.kubecluster import KubeCluster
+from tests.support.ports import free_port
+from tests.support.sidecars import Pods, create_tikv_cluster, holder
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def bootstrap(address: str, ca: CertAuthority, tikv: Pem) -> int:
+    """Bootstrap the cluster as TiKV would, over TLS; returns the cluster id."""
+    async with secure_channel(address, ca, tikv) as ch:
+        stub = pdpb_pb2_grpc.PDStub(ch)
+        cid = (await stub.GetMembers(pdpb_pb2.GetMembersRequest(), timeout=5)).header.cluster_id
+        h = pdpb_pb2.RequestHeader(cluster_id=cid)
+        store, region, peer = [
+            (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h), timeout=5)).id for _ in range(3)
+        ]
+        resp = await stub.Bootstrap(
+            pdpb_pb2.BootstrapRequest(
+                header=h,
+                store=metapb_pb2.Store(id=store, address="127.0.0.1:20160", version="8.5.0"),
+                region=metapb_pb2.Region(
+                    id=region,
+                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+                    peers=[metapb_pb2.Peer(id=peer, store_id=store)],
+                ),
+            ),
+            timeout=10,
+        )
+        assert not resp.header.HasField("error"), resp.header.error
+        return int(cid)
+
+
+def health(port: int, ctx: ssl.SSLContext) -> dict[str, object]:
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/health", timeout=5, context=ctx) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+async def propose(channel: grpc.aio.Channel, cid: int) -> None:
+    await kubepdpb_pb2_grpc.SchedulerStub(channel).Propose(
+        kubepdpb_pb2.ProposeRequest(cluster_id=cid, policy="probe"), timeout=5
+    )
+
+
+async def test_scheduler_host_over_mtls(
+    kube_cluster: KubeCluster, kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    certs = MemberCerts.make(tmp_path)
+    ca, tikv, intruder, stranger = certs.ca, certs.tikv, certs.intruder, certs.stranger
+    flags = certs.flags()
+    pods = Pods(kube_cluster, namespace, "tlsh", tmp_path, extra=flags)
+    await create_tikv_cluster(kube, namespace, "tlsh")
+    pods.spawn(2, prefix="tikv")
+    status_port = free_port()
+    host = None
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            h = await holder(kube, namespace, "tlsh")
+            leader = next((sc for sc in pods.sidecars if h.startswith(sc.pod + "@")), None)
+            if leader is not None:
+                try:
+                    cid = await bootstrap(leader.address, ca, tikv)
+                    break
+                except grpc.aio.AioRpcError:
+                    pass
+            assert time.monotonic() < deadline, f"no TLS pd-leader; logs in {tmp_path}"
+            await asyncio.sleep(0.3)
+        host = start_host(
+            pods,
+            "tls-host",
+            tmp_path / "host.log",
+            status_port,
+            *("--grpc-addr", "127.0.0.1:0", "--advertise-host", "127.0.0.1"),
+            *flags,
+        )
+        deadline = time.monotonic() + 40
+        while not (got := await scheduler_holder(kube, pods)).startswith("tls-host@https://"):
+            assert host.poll() is None, (tmp_path / "host.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"scheduler Lease held by {got!r}"
+            await asyncio.sleep(0.3)
+        grpc_address = got.split("://", 1)[1]
+        # Region sync and store reads from the TLS pd-leader, with its own certificate.
+        ctx = client_context(ca, tikv)
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                seen = health(status_port, ctx)
+                if seen["synced"] and seen["regions"] == 1 and seen["stores"] == 1:
+                    break
+            except OSError:
+                seen = {}
+            assert time.monotonic() < deadline, f"never synced over TLS: {seen}"
+            await asyncio.sleep(0.3)
+        async with secure_channel(grpc_address, ca, tikv) as ch:
+            await propose(ch, cid)  # admitted: an empty proposal is answered
+        async with secure_channel(grpc_address, ca, intruder) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await propose(ch, cid)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        async with secure_channel(grpc_address, ca, stranger) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await propose(ch, cid)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.insecure_channel(grpc_address) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await propose(ch, cid)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            health(status_port, client_context(ca, None))  # no client certificate
+        with pytest.raises(urllib.error.HTTPError) as http_error:
+            health(status_port, client_context(ca, intruder))
+        assert http_error.value.code == 403
+    finally:
+        if host is not None and host.poll() is None:
+            host.kill()
+            host.wait()
+        for sc in pods.sidecars:
+            pods.kill9(sc)
