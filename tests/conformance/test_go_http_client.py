@@ -23,8 +23,10 @@ def pdhttp() -> Path:
     return build_pdhttp()
 
 
-def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
-    ids = bootstrap_two_regions(pd)
+def run_pdhttp(
+    pdhttp: Path, pd: PdProcess, ids: dict[str, int], *extra: str
+) -> dict[str, dict[str, Any]]:
+    """Every call's result, by name (`extra`: more flags, e.g. TLS)."""
     res = subprocess.run(
         [
             str(pdhttp),
@@ -36,6 +38,7 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
             str(ids["s2"]),
             "-region",
             str(ids["r1"]),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -44,7 +47,12 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     # The client logs to stdout too; the report is the one JSON object line.
     line = next(ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{"))
-    out: dict[str, dict[str, Any]] = json.loads(line)
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
+    ids = bootstrap_two_regions(pd)
+    out = run_pdhttp(pdhttp, pd, ids)
     expected_errors = {"store_missing", "region_missing", "set_config_bad"}
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}
