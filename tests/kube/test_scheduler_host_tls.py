@@ -1,7 +1,8 @@
 """`kubepd scheduler-host` with mutual TLS beside TLS sidecars on a real API server: it
 syncs regions and reads stores from the pd-leader over TLS with its own certificate,
-advertises an https URL, and its Propose server and HTTP API refuse plain text, a
-certificate from another CA and a common name not allowed."""
+delivers its operator steps to the leader store's sidecar over TLS, advertises an https
+URL, and its Propose server and HTTP API refuse plain text, a certificate from another
+CA and a common name not allowed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -27,29 +29,86 @@ from tests.support.sidecars import Pods, create_tikv_cluster, holder
 pytestmark = pytest.mark.timeout(180)
 
 
-async def bootstrap(address: str, ca: CertAuthority, tikv: Pem) -> int:
-    """Bootstrap the cluster as TiKV would, over TLS; returns the cluster id."""
+@dataclass
+class Booted:
+    cid: int
+    stores: tuple[int, int]
+    region: metapb_pb2.Region
+
+
+async def bootstrap(address: str, ca: CertAuthority, tikv: Pem) -> Booted:
+    """Bootstrap the cluster as TiKV would, over TLS, and add a second store."""
     async with secure_channel(address, ca, tikv) as ch:
         stub = pdpb_pb2_grpc.PDStub(ch)
         cid = (await stub.GetMembers(pdpb_pb2.GetMembersRequest(), timeout=5)).header.cluster_id
         h = pdpb_pb2.RequestHeader(cluster_id=cid)
-        store, region, peer = [
-            (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h), timeout=5)).id for _ in range(3)
+        store, region_id, peer, store2 = [
+            (await stub.AllocID(pdpb_pb2.AllocIDRequest(header=h), timeout=5)).id for _ in range(4)
         ]
+        region = metapb_pb2.Region(
+            id=region_id,
+            region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
+            peers=[metapb_pb2.Peer(id=peer, store_id=store)],
+        )
         resp = await stub.Bootstrap(
             pdpb_pb2.BootstrapRequest(
                 header=h,
                 store=metapb_pb2.Store(id=store, address="127.0.0.1:20160", version="8.5.0"),
-                region=metapb_pb2.Region(
-                    id=region,
-                    region_epoch=metapb_pb2.RegionEpoch(conf_ver=1, version=1),
-                    peers=[metapb_pb2.Peer(id=peer, store_id=store)],
-                ),
+                region=region,
             ),
             timeout=10,
         )
         assert not resp.header.HasField("error"), resp.header.error
-        return int(cid)
+        put = await stub.PutStore(
+            pdpb_pb2.PutStoreRequest(
+                header=h,
+                store=metapb_pb2.Store(id=store2, address="127.0.0.1:20161", version="8.5.0"),
+            ),
+            timeout=10,
+        )
+        assert not put.header.HasField("error"), put.header.error
+        return Booted(int(cid), (int(store), int(store2)), region)
+
+
+async def step_through_tls(
+    address: str, ca: CertAuthority, tikv: Pem, booted: Booted
+) -> pdpb_pb2.RegionHeartbeatResponse:
+    """Play both stores' TiKV on the pd-leader sidecar over TLS until the scheduler
+    host's replica checker sends a step for the one-replica region down the region
+    heartbeat stream (the host delivered it to the sidecar over TLS); returns it."""
+    async with secure_channel(address, ca, tikv) as ch:
+        stub = pdpb_pb2_grpc.PDStub(ch)
+        h = pdpb_pb2.RequestHeader(cluster_id=booted.cid)
+        region = booted.region
+        call = stub.RegionHeartbeat()
+        reading = asyncio.ensure_future(call.read())
+        deadline = time.monotonic() + 40
+        try:
+            while time.monotonic() < deadline:
+                for sid in booted.stores:
+                    stats = pdpb_pb2.StoreStats(
+                        store_id=sid, capacity=100 << 30, available=90 << 30, region_count=1
+                    )
+                    await stub.StoreHeartbeat(
+                        pdpb_pb2.StoreHeartbeatRequest(header=h, stats=stats), timeout=5
+                    )
+                await call.write(
+                    pdpb_pb2.RegionHeartbeatRequest(
+                        header=h, region=region, leader=region.peers[0], approximate_size=1
+                    )
+                )
+                # Wait without cancelling the read (that would end the stream).
+                await asyncio.wait({reading}, timeout=1.0)
+                if not reading.done():
+                    continue
+                resp = reading.result()
+                if resp.HasField("change_peer") or resp.HasField("change_peer_v2"):
+                    return resp  # type: ignore[no-any-return]
+                reading = asyncio.ensure_future(call.read())
+            raise AssertionError("no operator step reached the heartbeat stream")
+        finally:
+            reading.cancel()
+            call.cancel()
 
 
 def health(port: int, ctx: ssl.SSLContext) -> dict[str, object]:
@@ -81,7 +140,8 @@ async def test_scheduler_host_over_mtls(
             leader = next((sc for sc in pods.sidecars if h.startswith(sc.pod + "@")), None)
             if leader is not None:
                 try:
-                    cid = await bootstrap(leader.address, ca, tikv)
+                    booted = await bootstrap(leader.address, ca, tikv)
+                    cid = booted.cid
                     break
                 except grpc.aio.AioRpcError:
                     pass
@@ -107,12 +167,15 @@ async def test_scheduler_host_over_mtls(
         while True:
             try:
                 seen = health(status_port, ctx)
-                if seen["synced"] and seen["regions"] == 1 and seen["stores"] == 1:
+                if seen["synced"] and seen["regions"] == 1 and seen["stores"] == 2:
                     break
             except OSError:
                 seen = {}
             assert time.monotonic() < deadline, f"never synced over TLS: {seen}"
             await asyncio.sleep(0.3)
+        step = await step_through_tls(leader.address, ca, tikv, booted)
+        assert step.region_id == booted.region.id, step
+        assert health(status_port, ctx)["steps"]["delivered"] >= 1  # type: ignore[index]
         async with secure_channel(grpc_address, ca, tikv) as ch:
             await propose(ch, cid)  # admitted: an empty proposal is answered
         async with secure_channel(grpc_address, ca, intruder) as ch:
