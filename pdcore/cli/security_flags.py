@@ -5,6 +5,7 @@ flags --cacert, --cert, --key (and --cert-allowed-cn), and the config file's
 from __future__ import annotations
 
 import argparse
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,29 @@ def security_of(args: argparse.Namespace, from_file: dict[str, Any] | None = Non
     except ValueError as e:
         raise SystemExit(f"kubepd: {e}") from None
     return sec
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    """pd-ctl's flags for calling a kubepd that serves TLS."""
+    p.add_argument(
+        "--cacert", metavar="FILE", default=None, help="CA certificate (PEM): call over https"
+    )
+    p.add_argument("--cert", metavar="FILE", default=None, help="client certificate (PEM)")
+    p.add_argument("--key", metavar="FILE", default=None, help="the key of --cert")
+
+
+def client_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The SSL context those flags ask for (None: plain HTTP); SystemExit names what
+    is wrong."""
+    cacert, cert, key = args.cacert, args.cert, args.key
+    if bool(cert) != bool(key):
+        raise SystemExit("kubepd: a certificate and its key go together: set both --cert and --key")
+    if not (cacert or cert):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise SystemExit(f"kubepd: cannot use the TLS files: {e}") from None
+    return ctx
