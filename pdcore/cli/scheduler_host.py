@@ -117,7 +117,12 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await host.start()
+        try:
+            await host.start()
+        except OSError as e:  # its --grpc-addr or --status-addr cannot be had
+            log.error("cannot start: %s", e)
+            await host.client.close()  # what is left is cancelled as the loop ends
+            return 2
         await stop.wait()
         log.info("shutting down: handing the scheduler role back")
         await host.stop()

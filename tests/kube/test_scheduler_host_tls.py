@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import time
 import urllib.error
@@ -201,3 +202,23 @@ async def test_scheduler_host_over_mtls(
             host.wait()
         for sc in pods.sidecars:
             pods.kill9(sc)
+
+
+def test_a_taken_grpc_port_is_a_clear_error(pods: Pods, tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    log = tmp_path / "host.log"
+    try:
+        host = start_host(pods, "busy", log, free_port(), "--grpc-addr", f"127.0.0.1:{port}")
+        try:
+            assert host.wait(30) == 2
+        finally:
+            if host.poll() is None:
+                host.kill()
+                host.wait()
+    finally:
+        taken.close()
+    text = log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in text and "Traceback" not in text, text
