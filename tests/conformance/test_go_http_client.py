@@ -1,6 +1,9 @@
 """PD's Go HTTP client (github.com/tikv/pd/client/http, the version pinned in
 gohttp/go.mod) against a real `kubepd serve`: every call it makes must succeed and
-decode into PD's types, and the values must be the ones kubepd holds."""
+decode into PD's types, and the values must be the ones kubepd holds. Twice: pointed at
+the status URL, and finding PD as users' programs do, by gRPC discovery on the client
+URL and then HTTP/1.1 on that same port (where `cluster`, `health` and the service GC
+safe points used to hang: the client spoke HTTP/2 to an HTTP/1.1-only port)."""
 
 from __future__ import annotations
 
@@ -24,14 +27,14 @@ def pdhttp() -> Path:
 
 
 def run_pdhttp(
-    pdhttp: Path, pd: PdProcess, ids: dict[str, int], *extra: str
+    pdhttp: Path, ids: dict[str, int], where: list[str], *extra: str
 ) -> dict[str, dict[str, Any]]:
-    """Every call's result, by name (`extra`: more flags, e.g. TLS)."""
+    """Every call's result, by name; `where`: -url (and -discover), `extra`: more
+    flags, e.g. TLS."""
     res = subprocess.run(
         [
             str(pdhttp),
-            "-url",
-            pd.status,
+            *where,
             "-store",
             str(ids["s1"]),
             "-store2",
@@ -50,9 +53,13 @@ def run_pdhttp(
     return json.loads(line)  # type: ignore[no-any-return]
 
 
-def test_pd_go_http_client(pdhttp: Path, pd: PdProcess) -> None:
+@pytest.mark.parametrize("port", ["status", "client"])
+def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
     ids = bootstrap_two_regions(pd)
-    out = run_pdhttp(pdhttp, pd, ids)
+    where = (
+        ["-url", pd.status] if port == "status" else ["-discover", "-url", f"http://{pd.address}"]
+    )
+    out = run_pdhttp(pdhttp, ids, where)
     expected_errors = {"store_missing", "region_missing", "set_config_bad"}
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}

@@ -86,15 +86,16 @@ def test_pd_go_http_client_over_mtls(tls_pd: TlsPd) -> None:
     ids = bootstrap_two_regions(tls_pd.pd)
     pdhttp = build_pdhttp()
     assert tls_pd.pd.status.startswith("https://")
-    out = run_pdhttp(pdhttp, tls_pd.pd, ids, *tls_pd.flags(tls_pd.tidb))
+    status = ["-url", tls_pd.pd.status]
+    out = run_pdhttp(pdhttp, ids, status, *tls_pd.flags(tls_pd.tidb))
     expected_errors = {"store_missing", "region_missing", "set_config_bad"}
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}
     assert out["members"]["value"] == {"count": 1, "leader": "pd-tls"}
     assert out["stores"]["value"]["count"] == 2 and out["regions"]["value"]["count"] == 2
-    admitted = run_pdhttp(pdhttp, tls_pd.pd, ids, "-probe", *tls_pd.flags(tls_pd.tidb))
+    admitted = run_pdhttp(pdhttp, ids, status, "-probe", *tls_pd.flags(tls_pd.tidb))
     assert admitted["members"]["ok"] and admitted["stores"]["ok"], admitted
-    stranger = run_pdhttp(pdhttp, tls_pd.pd, ids, "-probe", *tls_pd.flags(tls_pd.stranger))
+    stranger = run_pdhttp(pdhttp, ids, status, "-probe", *tls_pd.flags(tls_pd.stranger))
     assert not stranger["members"]["ok"] and not stranger["stores"]["ok"]
-    intruder = run_pdhttp(pdhttp, tls_pd.pd, ids, "-probe", *tls_pd.flags(tls_pd.intruder))
+    intruder = run_pdhttp(pdhttp, ids, status, "-probe", *tls_pd.flags(tls_pd.intruder))
     assert not intruder["members"]["ok"] and "403" in intruder["members"]["err"]

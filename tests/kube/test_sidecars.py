@@ -18,7 +18,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from pdcore.adapters.kube import kinds
 from pdcore.adapters.kube.client import KubeClient, crd_path
+from pdcore.adapters.kube.lease import LeaseRecord
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 from pdsim.cases import round_robin, zones
 from pdsim.fleet import Fleet
@@ -29,7 +31,6 @@ from tests.support.sidecars import (
     answers,
     create_tikv_cluster,
     go,
-    holder,
     run_fleet,
     wait_leader,
 )
@@ -141,19 +142,30 @@ async def test_a_restarted_pd_leader_syncs_before_it_campaigns(
     await run_fleet(fleet, 2.0)
     leader = await wait_leader(kube, pods)
     others = [sc for sc in pods.sidecars if sc is not leader]
+    lease_path = kinds.LEASES.path(pods.namespace, f"{pods.name}-pd-leader")
+    term = LeaseRecord.of(await kube.get(lease_path)).transitions
     for sc in others:
         assert sc.proc is not None
         os.killpg(sc.proc.pid, signal.SIGSTOP)
     try:
         pods.kill9(leader)
+        logged = len(leader.log.read_text())
         pods.start(leader)
-        await asyncio.sleep(4.0)  # the old Lease (2 s) has lapsed; nobody synced can take it
+        # A condition, not a sleep: the restarted sidecar has seen the old Lease lapse
+        # (nobody synced can renew it) and chose not to campaign.
+        deadline = time.monotonic() + 30
+        while "not campaigning" not in leader.log.read_text()[logged:]:
+            assert time.monotonic() < deadline, "the restarted sidecar never saw the lapse"
+            await asyncio.sleep(0.1)
         assert await answers(leader), "the restarted sidecar does not answer"
-        # Ask the Lease, not TSO: a follower now holds a TSO request while it waits for
-        # a pd-leader, and that wait would eat into the pause.
-        lease_holder = await holder(kube, pods.namespace, pods.name)
-        assert not lease_holder.startswith(leader.pod + "@"), (
+        # The record still names the dead incarnation (same identity): what would show a
+        # take-over is a new term.
+        assert LeaseRecord.of(await kube.get(lease_path)).transitions == term, (
             "an unsynced sidecar took the pd-leader role"
+        )
+        assert (
+            "lease role acquired lease=" + pods.name + "-pd-leader"
+            not in (leader.log.read_text()[logged:])
         )
     finally:
         for sc in others:

@@ -109,6 +109,16 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_stream is not None:
             us = handler.unary_stream
 
+            if inspect.iscoroutinefunction(us):  # streams with context.write (gRPC health)
+
+                async def unary_write(req: Any, ctx: Any) -> None:
+                    await guard._admit(ctx, method)
+                    if isinstance(req, Undecodable):
+                        await guard._reject(ctx, method, req)
+                    await us(req, ctx)
+
+                return grpc.unary_stream_rpc_method_handler(unary_write, decode, encode)
+
             async def unary_stream(req: Any, ctx: Any) -> AsyncIterator[Any]:
                 await guard._admit(ctx, method)
                 if isinstance(req, Undecodable):
@@ -134,6 +144,13 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
         ss = handler.stream_stream
+        if inspect.iscoroutinefunction(ss):  # streams with context.write
+
+            async def stream_write(reqs: AsyncIterator[Any], ctx: Any) -> None:
+                await guard._admit(ctx, method)
+                await ss(guard._checked(reqs, ctx, method), ctx)
+
+            return grpc.stream_stream_rpc_method_handler(stream_write, decode, encode)
 
         async def stream_stream(reqs: AsyncIterator[Any], ctx: Any) -> AsyncIterator[Any]:
             await guard._admit(ctx, method)

@@ -55,7 +55,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; otherwise 400 with what was wrong."""
     try:
         body = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise bad_request(f"body is not valid UTF-8 JSON: {e}") from None
+    except json.JSONDecodeError as e:
         raise bad_request(str(e)) from None
     if not isinstance(body, dict):
         raise bad_request(

@@ -12,6 +12,7 @@ from pdcore.adapters.http import pd_config
 from pdcore.adapters.http.common import NODE_KEY, error, json_object, json_response
 from pdcore.adapters.http.stores_api import store_limits
 from pdcore.domain.config import ClusterConfig
+from pdcore.domain.errors import InvalidValue
 from pdcore.service.node import PdNode
 
 PREFIX = "/pd/api/v1/config"
@@ -98,7 +99,10 @@ async def config_get(request: web.Request) -> web.Response:
 
 async def _save(node: PdNode, new: ClusterConfig) -> web.Response:
     if new != node.config:
-        await node.set_config(new)
+        try:
+            await node.set_config(new)
+        except InvalidValue as e:  # the domain's cross-field rules: PD answers 400
+            return error(e.message)
     return json_response("The config is updated.")
 
 

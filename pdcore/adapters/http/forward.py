@@ -1,8 +1,10 @@
 """HTTP writes on a member that is not the pd-leader go to the pd-leader, as the
 sidecars do with gRPC writes: the request is sent on unchanged to the leader's client
 URL (which serves PD's HTTP API too) and its answer returned as is. Reads are served
-locally. With no reachable pd-leader the answer is 503 with the reason; a request that
-was already forwarded once is never forwarded again (no loops while leadership moves).
+locally, except reads of what only the pd-leader holds (the schedulers and operators a
+forwarded write changed there), which follow the writes. With no reachable pd-leader
+the answer is 503 with the reason; a request that was already forwarded once is never
+forwarded again (no loops while leadership moves).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ log = logging.getLogger("kubepd.http.forward")
 FORWARDED = "X-Kubepd-Forwarded"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOCAL_PATHS = ("/health", "/metrics")  # always about this member
+LEADER_READS = tuple("/pd/api/v1/" + p for p in ("schedulers", "scheduler-config", "operators"))
 TIMEOUT_S = 10.0
 _HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -33,7 +36,8 @@ def add_leader_forwarding(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in READS or is_leader() or request.path.startswith(LOCAL_PATHS):
+        local_read = request.method in READS and not request.path.startswith(LEADER_READS)
+        if local_read or is_leader() or request.path.startswith(LOCAL_PATHS):
             return await handler(request)
         if FORWARDED in request.headers:
             return web.json_response("not the pd-leader (request already forwarded)", status=503)

@@ -130,6 +130,7 @@ class LeaseRole:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._asked_at = -math.inf
+        self._deferred = False  # said once that we let a lapsed lease be (not ready)
 
     @property
     def path(self) -> str:
@@ -217,7 +218,11 @@ class LeaseRole:
             await self._write(obj, started, now, acquire=False)
             return
         if not may_acquire:
+            if rec.expired(now) and not self._deferred:
+                log.info("lease %s: lapsed, not campaigning (this member is not ready)", self.name)
+            self._deferred = rec.expired(now)
             return
+        self._deferred = False
         if rec.expired(now) and wanted in ("", self.identity):
             await self._write(obj, started, now, acquire=True)
         elif self.preferred and rec.holder != self.identity:

@@ -2,9 +2,10 @@
 // (github.com/tikv/pd/client/http) and prints what every call returned as one JSON
 // object, so the Python test can check the answers decode into PD's types.
 //
-// The client is given a fixed service discovery pointed at the status URL: its
-// default discovery asks GetMembers over gRPC on the URL it is given, which the
-// status port (HTTP/1.1 only) does not serve.
+// With -discover the client finds PD as users' programs do: its default discovery
+// asks GetMembers over gRPC on the client URL it is given, then sends HTTP/1.1 to the
+// members' client URLs (the same port). Without it, a fixed discovery points at the
+// URL as is (the status port, which speaks HTTP/1.1 only).
 package main
 
 import (
@@ -28,7 +29,8 @@ type result struct {
 }
 
 func main() {
-	url := flag.String("url", "", "kubepd status URL, http://host:port")
+	url := flag.String("url", "", "kubepd URL, http://host:port (status URL, or client URL with -discover)")
+	discover := flag.Bool("discover", false, "find the members by gRPC at -url (PD's default discovery)")
 	s1 := flag.Uint64("store", 0, "a store id")
 	s2 := flag.Uint64("store2", 0, "another store id")
 	r1 := flag.Uint64("region", 0, "a region id")
@@ -45,12 +47,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pdhttp:", err)
 		os.Exit(1)
 	}
-	disc := sd.NewMockPDServiceDiscovery([]string{*url}, tlsCfg)
-	if err := disc.Init(); err != nil {
-		fmt.Fprintln(os.Stderr, "pdhttp:", err)
-		os.Exit(1)
+	var cli pdhttp.Client
+	if *discover {
+		cli = pdhttp.NewClient("kubepd-conformance", []string{*url}, pdhttp.WithTLSConfig(tlsCfg))
+		if cli == nil {
+			fmt.Fprintln(os.Stderr, "pdhttp: service discovery failed at", *url)
+			os.Exit(1)
+		}
+	} else {
+		disc := sd.NewMockPDServiceDiscovery([]string{*url}, tlsCfg)
+		if err := disc.Init(); err != nil {
+			fmt.Fprintln(os.Stderr, "pdhttp:", err)
+			os.Exit(1)
+		}
+		cli = pdhttp.NewClientWithServiceDiscovery("kubepd-conformance", disc, pdhttp.WithTLSConfig(tlsCfg))
 	}
-	cli := pdhttp.NewClientWithServiceDiscovery("kubepd-conformance", disc, pdhttp.WithTLSConfig(tlsCfg))
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
