@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import kopf
-from pd_operator import lifecycle, resources
+from pd_operator import lifecycle, resources, tls
 
 from pdcore.adapters.kube.client import ApiError, Conflict, KubeClient, NotFound
 
@@ -271,6 +271,11 @@ async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> N
 
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     identity = f"operator-{socket.gethostname()}-{os.getpid()}"
+    try:
+        security = tls.operator_security(dict(body))
+    except ValueError as e:
+        kopf.warn(dict(body), reason="TLS", message=str(e))
+        raise kopf.TemporaryError(str(e), delay=60) from None
     host = SchedulerHost(
         SchedulerOptions(
             ns,
@@ -280,7 +285,9 @@ async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> N
             renew_period_s=float(os.environ.get("KUBEPD_SIDECAR_RENEW_SECONDS", "1")),
             # Sidecars send store-scoped policies' proposals here (any free port).
             grpc_addr="0.0.0.0:0" if os.environ.get("POD_IP") else None,
-            advertise_host=os.environ.get("POD_IP"),
+            # With TLS, a name its certificate carries (the chart gives the pod one).
+            advertise_host=os.environ.get("KUBEPD_ADVERTISE_HOST") or os.environ.get("POD_IP"),
+            security=security,
         ),
         client(),
     )

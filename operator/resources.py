@@ -15,6 +15,20 @@ from typing import Any
 Obj = dict[str, Any]
 PD_PORT, TIKV_PORT, STATUS_PORT = 2379, 20160, 2381
 DEFAULT_SIDECAR_IMAGE = "kubepd:0.1.0"
+# spec.tls.secretName's Secret is mounted here in both containers; its keys are those of
+# a kubernetes.io/tls Secret plus the CA (as cert-manager writes them).
+TLS_DIR = "/etc/kubepd/tls"
+TLS_FILES = {"cacert": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
+
+
+def tls_of(body: Obj) -> Obj | None:
+    """spec.tls when the cluster asks for TLS (a Secret name), else None."""
+    tls = body["spec"].get("tls") or {}
+    return tls if tls.get("secretName") else None
+
+
+def tls_paths() -> dict[str, str]:
+    return {flag: f"{TLS_DIR}/{name}" for flag, name in TLS_FILES.items()}
 
 
 def sidecar_cluster_role() -> str:
@@ -88,6 +102,16 @@ def configmap(body: Obj) -> Obj:
             "labels = {}",
             "[storage]",
             'data-dir = "/var/lib/tikv"',
+            *(
+                [
+                    "[security]",  # TiKV to its sidecar (and to other TiKVs) over mutual TLS
+                    f'ca-path = "{tls_paths()["cacert"]}"',
+                    f'cert-path = "{tls_paths()["cert"]}"',
+                    f'key-path = "{tls_paths()["key"]}"',
+                ]
+                if tls_of(body)
+                else []
+            ),
             "",
         ]
     )
@@ -164,6 +188,22 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KUBEPD_CLUSTER", "value": name},
     ]
+    tls = tls_of(body)
+    scheme = "https" if tls else "http"
+    # With TLS, members reach each other by DNS name (what a certificate can name: e.g.
+    # *.<cluster>-peer.<namespace>.svc), not by pod IP.
+    advertise_host = f"$(POD_NAME).{name}-peer.$(POD_NAMESPACE).svc" if tls else "$(POD_IP)"
+    tls_args = [arg for flag, path in tls_paths().items() for arg in (f"--{flag}", path)]
+    if tls and tls.get("certAllowedCN"):
+        tls_args += ["--cert-allowed-cn", ",".join(tls["certAllowedCN"])]
+    tls_mount = [{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}] if tls else []
+    # The kubelet cannot present a client certificate: with mutual TLS the probes only
+    # check that the status port accepts connections.
+    probe: Obj = (
+        {"tcpSocket": {"port": STATUS_PORT}}
+        if tls
+        else {"httpGet": {"path": "/health", "port": STATUS_PORT}}
+    )
     pd_container = {
         "name": "kubepd",
         "image": spec.get("pdImage", DEFAULT_SIDECAR_IMAGE),
@@ -171,9 +211,9 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
         "args": [
             "sidecar",
             "--client-urls",
-            f"http://0.0.0.0:{PD_PORT}",
+            f"{scheme}://0.0.0.0:{PD_PORT}",
             "--advertise-client-urls",
-            f"http://$(POD_IP):{PD_PORT}",
+            f"{scheme}://{advertise_host}:{PD_PORT}",
             "--status-addr",
             f"0.0.0.0:{STATUS_PORT}",
             "--lease-duration",
@@ -182,19 +222,19 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
             str(sidecar.get("renewPeriodSeconds", 1)),
             "--data-dir",
             "/var/lib/kubepd",
+            *(tls_args if tls else []),
         ],
         "ports": [
             {"name": "pd", "containerPort": PD_PORT},
             {"name": "pd-status", "containerPort": STATUS_PORT},
         ],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": STATUS_PORT}, "periodSeconds": 5},
-        "livenessProbe": {
-            "httpGet": {"path": "/health", "port": STATUS_PORT},
-            "periodSeconds": 10,
-            "failureThreshold": 6,
-        },
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/kubepd", "subPath": "kubepd"}],
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/kubepd", "subPath": "kubepd"},
+            *tls_mount,
+        ],
     }
     # The sidecar runs as 65534, but a fresh volume (and the subPath kubelet makes in it)
     # belongs to root; fsGroup does not reach hostPath or local volumes. Hand the sidecar
@@ -231,6 +271,7 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
         "volumeMounts": [
             {"name": "data", "mountPath": "/var/lib/tikv", "subPath": "tikv"},
             {"name": "config", "mountPath": "/etc/tikv"},
+            *tls_mount,
         ],
     }
     strategy: Obj = {"type": "RollingUpdate", "rollingUpdate": {"partition": partition or 0}}
@@ -260,7 +301,14 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
                     },
                     "initContainers": [data_owner],
                     "containers": [tikv_container, pd_container],
-                    "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": f"{name}-config"}},
+                        *(
+                            [{"name": "tls", "secret": {"secretName": tls["secretName"]}}]
+                            if tls
+                            else []
+                        ),
+                    ],
                 },
             },
             "volumeClaimTemplates": [

@@ -23,6 +23,8 @@ import grpc
 from aiohttp import web
 
 from pdcore.adapters.clock import SystemClock
+from pdcore.adapters.grpc.request_guard import RequestGuard
+from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import SchedulingStatus
@@ -39,6 +41,7 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.steps import StepRouter
 from pdcore.adapters.storage import serde
+from pdcore.adapters.tls import Security, add_grpc_port, dialer
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader
 from pdcore.domain.region import Region
@@ -98,6 +101,8 @@ class SchedulerOptions:
     # joins the Lease identity, `<identity>@http://HOST:PORT`, so sidecars can find it.
     grpc_addr: str | None = None
     advertise_host: str | None = None  # in that URL instead of grpc_addr's host (a pod IP)
+    # TLS / mTLS for both servers, and the certificate it presents to the sidecars.
+    security: Security = field(default_factory=Security)
 
 
 class SchedulerHost:
@@ -111,14 +116,19 @@ class SchedulerHost:
         self._grpc: grpc.aio.Server | None = None
         self.synced = False
         self.identity = opts.identity  # with its URL once the gRPC server is bound
+        self._dial = dialer(opts.security)
 
     async def start(self) -> None:
         o = self.opts
         if o.grpc_addr:
-            self._grpc = grpc.aio.server()
+            sec = o.security
+            self._grpc = grpc.aio.server(interceptors=[RequestGuard(sec.cert_allowed_cn)])
             host, port = host_port(o.grpc_addr)
-            bound = self._grpc.add_insecure_port(f"{host}:{port}")
-            self.identity = f"{o.identity}@http://{o.advertise_host or host}:{bound}"
+            bound = add_grpc_port(self._grpc, f"{host}:{port}", sec)
+            if not bound:
+                raise OSError(f"cannot listen on {o.grpc_addr}")
+            scheme = "https" if sec.enabled else "http"
+            self.identity = f"{o.identity}@{scheme}://{o.advertise_host or host}:{bound}"
         state = await self.store.load()
         # Only watch the pd-leader Lease: never a candidate for it.
         self.leader_watch = LeaseRole(
@@ -130,7 +140,9 @@ class SchedulerHost:
             o.renew_period_s,
         )
         self.leader_watch.start(may_acquire=lambda: False)
-        self.link = LeaderLink(lambda: self.leader_watch.holder, lambda: self.view.cluster_id)
+        self.link = LeaderLink(
+            lambda: self.leader_watch.holder, lambda: self.view.cluster_id, dial=self._dial
+        )
         self.view = RemoteCluster(
             self.link, cluster_id=state.cluster_id, config=state.config or ClusterConfig()
         )
@@ -151,6 +163,7 @@ class SchedulerHost:
             self.directory.url_of,
             lambda: (self.identity, self.lease.token) if self.lease.is_held() else None,
             lambda: self.view.cluster_id,
+            dial=self._dial,
         )
         self.scheduling = SchedulingService(
             self.view,
@@ -196,7 +209,7 @@ class SchedulerHost:
             await self._serve_status(o.status_addr)
         member = pdpb_pb2.Member(name=o.identity)
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks += [
             loop.create_task(
                 self.link.sync_regions(self._apply, member, lambda: True, self._caught_up)
             ),
@@ -228,10 +241,14 @@ class SchedulerHost:
         app = web.Application()
         app.router.add_get("/health", health)
         add_scheduling_routes(app, self.scheduling)
+        http_tls = secure(app, self.opts.security)
+        if http_tls is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(http_tls.watch()))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         host, port = host_port(addr)
-        await web.TCPSite(self._http, host, port).start()
+        ssl_context = http_tls.context if http_tls is not None else None
+        await web.TCPSite(self._http, host, port, ssl_context=ssl_context).start()
 
     def _apply(self, region: Region) -> None:
         origin = self.view.tree.get(region.id)
@@ -269,7 +286,7 @@ class SchedulerHost:
                 if target != address or channel is None:
                     if channel is not None:
                         await channel.close(None)
-                    address, channel = target, grpc.aio.insecure_channel(target)
+                    address, channel = target, self._dial(target)
                 try:
                     resp = await kubepdpb_pb2_grpc.LeaderStub(channel).GetStores(
                         kubepdpb_pb2.GetStoresRequest(cluster_id=self.view.cluster_id),

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pdcore.cli.schedulers import call, show
+from pdcore.cli import security_flags
+from pdcore.cli.schedulers import Endpoint, call, show
 
 
 def add_parser(sub: Any) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub: Any) -> None:
         "--pd", default="127.0.0.1:2381", help="status address of a kubepd (default 127.0.0.1:2381)"
     )
     common.add_argument("--json", action="store_true", help="print raw JSON")
+    security_flags.add_client_arguments(common)
     p = sub.add_parser(
         "policy",
         help="add, list, remove WebAssembly scheduling policies live",
@@ -50,8 +52,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    pd = Endpoint.of(args)
     if args.action == "list":
-        status, data = call(args.pd, "GET", "/policies")
+        status, data = call(pd, "GET", "/policies")
         if status < 400 and not args.json:
             for p in data:
                 print(
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         return show(status, data, args.json)
     if args.action == "remove":
-        return show(*call(args.pd, "DELETE", f"/policies/{args.name}"), args.json)
+        return show(*call(pd, "DELETE", f"/policies/{args.name}"), args.json)
     try:
         config = json.loads(args.config)
         wasm = args.module.read_bytes()
@@ -79,4 +82,4 @@ def run(args: argparse.Namespace) -> int:
         "sha256": args.sha256 or hashlib.sha256(wasm).hexdigest(),
         "limits": {"fuel": args.fuel, "memory_mib": args.memory_mib, "timeout_ms": args.timeout_ms},
     }
-    return show(*call(args.pd, "POST", "/policies", body), args.json)
+    return show(*call(pd, "POST", "/policies", body), args.json)

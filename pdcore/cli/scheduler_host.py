@@ -11,7 +11,7 @@ import signal
 import socket
 from typing import Any
 
-from pdcore.cli import logs
+from pdcore.cli import logs, security_flags
 
 log = logging.getLogger("kubepd.scheduler")
 
@@ -80,6 +80,14 @@ def add_parser(sub: Any) -> None:
         default=env("POD_IP"),
         help="host for the sidecars to reach --grpc-addr at (default: $POD_IP, else its host)",
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML file with a [security] table (cacert-path, cert-path, key-path, "
+        "cert-allowed-cn); the flags below win",
+    )
+    security_flags.add_arguments(p, "[security] ")
     logs.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from pdcore.scheduler_app import SchedulerHost, SchedulerOptions
 
     logs.setup(args.log_level, args.log_format)
+    security = security_flags.security_of(args, security_flags.security_file(args.config))
     opts = SchedulerOptions(
         namespace=args.namespace,
         cluster=args.cluster,
@@ -99,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         status_interval_s=args.status_interval,
         grpc_addr=args.grpc_addr,
         advertise_host=args.advertise_host,
+        security=security,
     )
 
     async def main() -> int:
@@ -107,7 +117,12 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await host.start()
+        try:
+            await host.start()
+        except OSError as e:  # its --grpc-addr or --status-addr cannot be had
+            log.error("cannot start: %s", e)
+            await host.client.close()  # what is left is cancelled as the loop ends
+            return 2
         await stop.wait()
         log.info("shutting down: handing the scheduler role back")
         await host.stop()

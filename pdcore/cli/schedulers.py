@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
+
+from pdcore.cli import security_flags
 
 PREFIX = "/pd/api/v1"
 
@@ -19,9 +23,11 @@ def add_parser(sub: Any) -> None:
     common.add_argument(
         "--pd",
         default="127.0.0.1:2381",
-        help="status address of a kubepd (HOST:PORT, default 127.0.0.1:2381)",
+        help="status address of a kubepd (HOST:PORT, default 127.0.0.1:2381; "
+        "https://HOST:PORT or --cacert for TLS)",
     )
     common.add_argument("--json", action="store_true", help="print raw JSON")
+    security_flags.add_client_arguments(common)
 
     s = sub.add_parser(
         "scheduler",
@@ -74,23 +80,54 @@ def add_parser(sub: Any) -> None:
     o.set_defaults(func=run_operator)
 
 
-def call(pd: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the commands send their requests: a status address, over TLS if asked."""
+
+    address: str
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Endpoint:
+        address = args.pd.split("://", 1)[-1].rstrip("/")
+        tls = security_flags.client_context(args)
+        if tls is None and args.pd.startswith("https://"):
+            tls = ssl.create_default_context()  # the system's CAs
+        return cls(address, tls)
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+
+def call(pd: Endpoint, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     token = os.environ.get("KUBEPD_API_TOKEN")  # for a server run with --api-token-file
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"http://{pd}{PREFIX}{path}", data=data, method=method, headers=headers
+        f"{pd.base}{PREFIX}{path}", data=data, method=method, headers=headers
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+        with urllib.request.urlopen(req, timeout=10, context=pd.tls) as resp:
+            return resp.status, _decoded(resp.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        return e.code, _decoded(e.read())
     except urllib.error.URLError as e:
-        print(f"kubepd: cannot reach {pd}: {e.reason}", file=sys.stderr)
+        print(f"kubepd: cannot reach {pd.base}: {e.reason}", file=sys.stderr)
         raise SystemExit(1) from None
+    except OSError as e:  # e.g. a TLS server dropping a client without a certificate
+        print(f"kubepd: cannot reach {pd.base}: {e or type(e).__name__}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _decoded(body: bytes) -> Any:
+    """JSON, or the text of a body that is not (a plain 404 page, say)."""
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return body.decode(errors="replace")
 
 
 def show(status: int, data: Any, as_json: bool) -> int:
@@ -112,8 +149,9 @@ def show(status: int, data: Any, as_json: bool) -> int:
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
+    pd = Endpoint.of(args)
     if args.action == "list":
-        status, data = call(args.pd, "GET", "/schedulers?detail=true")
+        status, data = call(pd, "GET", "/schedulers?detail=true")
         if status < 400 and not args.json:
             for s in data:
                 state = "paused" if s["paused"] else "running"
@@ -127,14 +165,14 @@ def run_scheduler(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"name": args.name}
         if args.store_id is not None:
             body["store_id"] = args.store_id
-        return show(*call(args.pd, "POST", "/schedulers", body), args.json)
+        return show(*call(pd, "POST", "/schedulers", body), args.json)
     if args.action == "remove":
-        return show(*call(args.pd, "DELETE", f"/schedulers/{args.name}"), args.json)
+        return show(*call(pd, "DELETE", f"/schedulers/{args.name}"), args.json)
     if args.action == "pause":
         return show(
-            *call(args.pd, "POST", f"/schedulers/{args.name}", {"delay": args.seconds}), args.json
+            *call(pd, "POST", f"/schedulers/{args.name}", {"delay": args.seconds}), args.json
         )
-    status, data = call(args.pd, "GET", f"/schedulers/diagnostic/{args.name}")
+    status, data = call(pd, "GET", f"/schedulers/diagnostic/{args.name}")
     if status >= 400 or args.json:
         return show(status, data, args.json)
     print(f"{data['scheduler']}: {data['summary']}")
@@ -144,11 +182,12 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    pd = Endpoint.of(args)
     if args.action == "list":
         path = "/operators?history=true" if args.history else "/operators"
-        return show(*call(args.pd, "GET", path), args.json)
+        return show(*call(pd, "GET", path), args.json)
     if args.action == "remove":
-        return show(*call(args.pd, "DELETE", f"/operators/{args.region_id}"), args.json)
+        return show(*call(pd, "DELETE", f"/operators/{args.region_id}"), args.json)
     body: dict[str, Any] = {"name": args.kind, "region_id": args.region_id}
     for flag, key in (
         ("to_store", "to_store_id"),
@@ -158,4 +197,4 @@ def run_operator(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             body[key] = getattr(args, flag)
-    return show(*call(args.pd, "POST", "/operators", body), args.json)
+    return show(*call(pd, "POST", "/operators", body), args.json)

@@ -5,6 +5,9 @@ flags --cacert, --cert, --key (and --cert-allowed-cn), and the config file's
 from __future__ import annotations
 
 import argparse
+import ssl
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from pdcore.adapters.tls import Security
@@ -66,6 +69,26 @@ def table(value: Any, path: str) -> dict[str, Any]:
     return {k.replace("_", "-"): v for k, v in value.items()}
 
 
+def read_toml(path: str) -> dict[str, Any]:
+    """A config file's contents; SystemExit when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"kubepd: cannot read config file {path}: {e}") from None
+
+
+def security_file(path: str | None) -> dict[str, Any]:
+    """The [security] table of a config file that holds nothing else (the commands
+    whose only file settings are these); SystemExit names what is wrong."""
+    if not path:
+        return {}
+    data = read_toml(path)
+    for key in data:
+        if key != "security":
+            raise SystemExit(f"kubepd: unknown key {key!r} in config file {path}")
+    return table(data.get("security", {}), path)
+
+
 def security_of(args: argparse.Namespace, from_file: dict[str, Any] | None = None) -> Security:
     """Flags win over the file's table."""
     t = dict(from_file or {})
@@ -87,3 +110,29 @@ def security_of(args: argparse.Namespace, from_file: dict[str, Any] | None = Non
     except ValueError as e:
         raise SystemExit(f"kubepd: {e}") from None
     return sec
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    """pd-ctl's flags for calling a kubepd that serves TLS."""
+    p.add_argument(
+        "--cacert", metavar="FILE", default=None, help="CA certificate (PEM): call over https"
+    )
+    p.add_argument("--cert", metavar="FILE", default=None, help="client certificate (PEM)")
+    p.add_argument("--key", metavar="FILE", default=None, help="the key of --cert")
+
+
+def client_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The SSL context those flags ask for (None: plain HTTP); SystemExit names what
+    is wrong."""
+    cacert, cert, key = args.cacert, args.cert, args.key
+    if bool(cert) != bool(key):
+        raise SystemExit("kubepd: a certificate and its key go together: set both --cert and --key")
+    if not (cacert or cert):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise SystemExit(f"kubepd: cannot use the TLS files: {e}") from None
+    return ctx

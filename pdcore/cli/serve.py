@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +119,7 @@ def add_parser(sub: Any) -> None:
 def load_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise SystemExit(f"kubepd: cannot read config file {path}: {e}") from None
+    data = security_flags.read_toml(path)
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key == "security":

@@ -26,12 +26,11 @@ def pdhttp() -> Path:
     return build_pdhttp()
 
 
-@pytest.mark.parametrize("port", ["status", "client"])
-def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
-    ids = bootstrap_two_regions(pd)
-    where = (
-        ["-url", pd.status] if port == "status" else ["-discover", "-url", f"http://{pd.address}"]
-    )
+def run_pdhttp(
+    pdhttp: Path, ids: dict[str, int], where: list[str], *extra: str
+) -> dict[str, dict[str, Any]]:
+    """Every call's result, by name; `where`: -url (and -discover), `extra`: more
+    flags, e.g. TLS."""
     res = subprocess.run(
         [
             str(pdhttp),
@@ -42,6 +41,7 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
             str(ids["s2"]),
             "-region",
             str(ids["r1"]),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -50,7 +50,16 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     # The client logs to stdout too; the report is the one JSON object line.
     line = next(ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{"))
-    out: dict[str, dict[str, Any]] = json.loads(line)
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("port", ["status", "client"])
+def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
+    ids = bootstrap_two_regions(pd)
+    where = (
+        ["-url", pd.status] if port == "status" else ["-discover", "-url", f"http://{pd.address}"]
+    )
+    out = run_pdhttp(pdhttp, ids, where)
     expected_errors = {"store_missing", "region_missing", "set_config_bad"}
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}

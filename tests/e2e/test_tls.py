@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import shutil
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,9 +22,9 @@ import pytest
 
 from pdcore.adapters.tls import Security
 from pdcore.app import PdServer, ServerOptions
-from pdcore.cli import security_flags, serve
+from pdcore.cli import scheduler_host, security_flags, serve
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
-from tests.support.certs import CertAuthority, Pem
+from tests.support.certs import CertAuthority, Pem, client_context
 
 
 @dataclass
@@ -34,8 +37,8 @@ class Tls:
     stranger: Pem  # right name, wrong CA
 
 
-@pytest.fixture
-async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
+@contextlib.asynccontextmanager
+async def tls_server(tmp_path: Path, scheduling: bool) -> AsyncIterator[Tls]:
     ca = CertAuthority(tmp_path / "ca")
     server_pem = ca.issue("pd-server", server=True)
     sec = Security(str(ca.path), str(server_pem.cert), str(server_pem.key), ("tikv",))
@@ -43,7 +46,7 @@ async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
         ServerOptions(
             client_urls=["http://127.0.0.1:0"],
             status_addr="127.0.0.1:0",
-            enable_scheduling=False,
+            enable_scheduling=scheduling,
             security=sec,
         )
     )
@@ -59,6 +62,19 @@ async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
         )
     finally:
         await server.stop(0)
+
+
+@pytest.fixture
+async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
+    async with tls_server(tmp_path, scheduling=False) as t:
+        yield t
+
+
+@pytest.fixture
+async def tls_scheduling(tmp_path: Path) -> AsyncIterator[Tls]:
+    """The same, scheduling (so it has the scheduling API)."""
+    async with tls_server(tmp_path, scheduling=True) as t:
+        yield t
 
 
 def channel(t: Tls, client: Pem | None, root: Path | None = None) -> grpc.aio.Channel:
@@ -78,10 +94,7 @@ async def members(ch: grpc.aio.Channel) -> pdpb_pb2.GetMembersResponse:
 
 
 def http_context(t: Tls, client: Pem | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(t.ca.path))
-    if client is not None:
-        ctx.load_cert_chain(str(client.cert), str(client.key))
-    return ctx
+    return client_context(t.ca, client)
 
 
 async def http_status(t: Tls, client: Pem | None) -> int:
@@ -180,3 +193,69 @@ def test_serve_reads_pd_style_security_config_and_flags(tmp_path: Path) -> None:
     bad.write_text('[security]\nca-path = "x"\n')
     with pytest.raises(SystemExit, match="unknown key 'ca-path'"):
         serve.load_config(str(bad))
+
+
+def test_scheduler_host_reads_a_security_only_config_file(tmp_path: Path) -> None:
+    ca = CertAuthority(tmp_path / "ca")
+    pem = ca.issue("kubepd-scheduler", server=True)
+    cfg = tmp_path / "scheduler.toml"
+    cfg.write_text(
+        f'[security]\ncacert-path = "{ca.path}"\ncert-path = "{pem.cert}"\n'
+        f'key-path = "{pem.key}"\ncert-allowed-cn = ["kubepd-member"]\n'
+    )
+    parser = argparse.ArgumentParser()
+    scheduler_host.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["scheduler-host", "--cluster", "c", "--config", str(cfg)])
+    sec = security_flags.security_of(args, security_flags.security_file(args.config))
+    assert sec == Security(str(ca.path), str(pem.cert), str(pem.key), ("kubepd-member",))
+    cfg.write_text('cluster = "c"\n[security]\n')  # only [security] belongs in this file
+    with pytest.raises(SystemExit, match="unknown key 'cluster'"):
+        security_flags.security_file(str(cfg))
+    cfg.write_text(f'[security]\ncert-path = "{pem.cert}"\n')
+    with pytest.raises(SystemExit, match="set both --cert and --key"):
+        security_flags.security_of(args, security_flags.security_file(str(cfg)))
+
+
+async def kubepd(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pdcore.cli.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return int(proc.returncode or 0), out.decode()
+
+
+async def test_the_scheduling_commands_call_a_tls_server_as_pd_ctl_does(
+    tls_scheduling: Tls,
+) -> None:
+    tls = tls_scheduling
+    pd = ["--pd", tls.server.status_address, "--cacert", str(tls.ca.path)]
+
+    def client(pem: Pem) -> list[str]:
+        return ["--cert", str(pem.cert), "--key", str(pem.key)]
+
+    code, out = await kubepd("scheduler", "list", *pd, *client(tls.tikv))
+    assert code == 0 and "balance-region-scheduler" in out, out
+    code, out = await kubepd("policy", "list", *pd, *client(tls.tikv), "--json")
+    assert code == 0 and json.loads(out) == [], out
+    code, out = await kubepd("operator", "list", *pd, *client(tls.intruder))
+    assert code == 1 and "not allowed" in out, out
+    code, out = await kubepd("scheduler", "list", *pd)  # no client certificate
+    assert code == 1 and "cannot reach https://" in out, out
+    code, out = await kubepd("scheduler", "list", "--pd", tls.server.status_address)
+    assert code == 1 and "cannot reach http://" in out, out
+    code, out = await kubepd("scheduler", "list", *pd, "--cert", str(tls.tikv.cert))
+    assert code == 1 and "set both --cert and --key" in out, out
+
+
+async def test_a_plain_text_error_page_is_reported_not_a_traceback(tls: Tls) -> None:
+    # Without scheduling the server has no /schedulers: aiohttp's own 404 page.
+    code, out = await kubepd(
+        *("scheduler", "list", "--pd", tls.server.status_address, "--cacert", str(tls.ca.path)),
+        *("--cert", str(tls.tikv.cert), "--key", str(tls.tikv.key)),
+    )
+    assert code == 1 and "error: 404" in out and "Traceback" not in out, out

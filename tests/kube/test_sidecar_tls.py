@@ -6,7 +6,6 @@ refused."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
-from tests.support.certs import CertAuthority, Pem
+from tests.support.certs import CertAuthority, MemberCerts, Pem, client_context, secure_channel
 from tests.support.kubecluster import KubeCluster
 from tests.support.sidecars import Pods, Sidecar, holder
 
@@ -24,10 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def secure(sc: Sidecar, ca: CertAuthority, client: Pem) -> grpc.aio.Channel:
-    creds = grpc.ssl_channel_credentials(
-        ca.path.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
-    )
-    return grpc.aio.secure_channel(sc.address, creds)
+    return secure_channel(sc.address, ca, client)
 
 
 async def tso_and_id(ch: grpc.aio.Channel) -> tuple[int, int]:
@@ -46,18 +42,9 @@ async def tso_and_id(ch: grpc.aio.Channel) -> tuple[int, int]:
 async def test_sidecars_serve_and_talk_to_each_other_over_mtls(
     kube_cluster: KubeCluster, kube: KubeClient, namespace: str, tmp_path: Path
 ) -> None:
-    ca = CertAuthority(tmp_path / "ca")
-    member = ca.issue("kubepd-member", server=True)
-    tikv, intruder = ca.issue("tikv"), ca.issue("intruder")
-    stranger = CertAuthority(tmp_path / "other", "other-ca").issue("tikv")
-    flags = ["--cacert", str(ca.path), "--cert", str(member.cert), "--key", str(member.key)]
-    pods = Pods(
-        kube_cluster,
-        namespace,
-        "tls",
-        tmp_path,
-        extra=[*flags, "--cert-allowed-cn", "kubepd-member,tikv"],
-    )
+    certs = MemberCerts.make(tmp_path)
+    ca, tikv, intruder, stranger = certs.ca, certs.tikv, certs.intruder, certs.stranger
+    pods = Pods(kube_cluster, namespace, "tls", tmp_path, extra=certs.flags())
     pods.spawn(2, prefix="tikv")
     try:
         deadline = time.monotonic() + 40
@@ -90,8 +77,7 @@ async def test_sidecars_serve_and_talk_to_each_other_over_mtls(
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await tso_and_id(ch)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-        ctx = ssl.create_default_context(cafile=str(ca.path))
-        ctx.load_cert_chain(str(tikv.cert), str(tikv.key))
+        ctx = client_context(ca, tikv)
         url = f"https://127.0.0.1:{follower.status_port}/health"
         with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
             assert r.status == 200

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,3 +82,50 @@ class CertAuthority:
             )
         )
         return pem
+
+
+def secure_channel(address: str, ca: CertAuthority, client: Pem) -> grpc.aio.Channel:
+    """A gRPC channel to `address` trusting `ca`, presenting `client`."""
+    creds = grpc.ssl_channel_credentials(
+        ca.path.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
+    )
+    return grpc.aio.secure_channel(address, creds)
+
+
+def client_context(ca: CertAuthority, client: Pem | None) -> ssl.SSLContext:
+    """An HTTPS client context trusting `ca`, presenting `client` if given."""
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    if client is not None:
+        ctx.load_cert_chain(str(client.cert), str(client.key))
+    return ctx
+
+
+@dataclass
+class MemberCerts:
+    """What the TLS cluster tests use: a CA, the members' certificate (server and
+    client, CN kubepd-member), TiKV's, one with a name not allowed, and one with the
+    right name from another CA; `flags` run a kubepd command with them."""
+
+    ca: CertAuthority
+    member: Pem
+    tikv: Pem
+    intruder: Pem
+    stranger: Pem
+
+    @classmethod
+    def make(cls, directory: Path) -> MemberCerts:
+        ca = CertAuthority(directory / "ca")
+        return cls(
+            ca,
+            ca.issue("kubepd-member", server=True),
+            ca.issue("tikv"),
+            ca.issue("intruder"),
+            CertAuthority(directory / "other", "other-ca").issue("tikv"),
+        )
+
+    def flags(self) -> list[str]:
+        return [
+            *("--cacert", str(self.ca.path)),
+            *("--cert", str(self.member.cert), "--key", str(self.member.key)),
+            *("--cert-allowed-cn", "kubepd-member,tikv"),
+        ]

@@ -27,14 +27,17 @@ class PdProcess:
         status_port: int | None = None,
         extra: list[str] | None = None,
         health_context: ssl.SSLContext | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        """`health_context`: the server runs TLS (--cert...); /health is asked over https."""
+        """`health_context`: the server runs TLS (--cert...); /health is asked over https.
+        `credentials`: what `channel()` dials gRPC with then."""
         self.data_dir = data_dir
         self.name = name
         self.port = port or free_port()
         self.status_port = status_port or free_port()
         self.extra = extra or []
         self.health_context = health_context
+        self.credentials = credentials
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{name}-{self.port}.log"
 
@@ -100,6 +103,8 @@ class PdProcess:
         return self.proc.returncode
 
     def channel(self) -> grpc.Channel:
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
         return grpc.insecure_channel(self.address)
 
     def stub(self) -> pdpb_pb2_grpc.PDStub:

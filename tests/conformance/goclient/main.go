@@ -38,12 +38,15 @@ func fail(err error) {
 
 func compose(physical, logical int64) uint64 { return uint64(physical)<<18 | uint64(logical) }
 
+// TLS as TiDB configures it: a CA, and the certificate the client presents.
+var security pd.SecurityOption
+
 func newClient(ctx context.Context, addr string, useRouter bool) pd.Client {
 	opts := []opt.ClientOption{opt.WithMaxErrorRetry(3), opt.WithCustomTimeoutOption(3 * time.Second)}
 	if useRouter {
 		opts = append(opts, opt.WithEnableRouterClient(true))
 	}
-	c, err := pd.NewClientWithContext(ctx, []string{addr}, pd.SecurityOption{}, opts...)
+	c, err := pd.NewClientWithContext(ctx, []string{addr}, security, opts...)
 	if err != nil {
 		fail(err)
 	}
@@ -340,6 +343,9 @@ func main() {
 	id := flag.Uint64("id", 0, "regions: region id; stores: store id")
 	useRouter := flag.Bool("router", false, "use the QueryRegion batch router for region lookups")
 	keyspace := flag.String("keyspace", "DEFAULT", "keyspace: the keyspace name to load and use")
+	flag.StringVar(&security.CAPath, "cacert", "", "CA certificate (PEM): talk to PD over TLS")
+	flag.StringVar(&security.CertPath, "cert", "", "client certificate (PEM) to present")
+	flag.StringVar(&security.KeyPath, "key", "", "key of -cert")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fail(fmt.Errorf("usage: pdclient [flags] members|tso|tso-load|regions|stores|gc|keyspace"))

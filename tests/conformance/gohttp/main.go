@@ -18,6 +18,7 @@ import (
 	"time"
 
 	pdhttp "github.com/tikv/pd/client/http"
+	"github.com/tikv/pd/client/pkg/utils/tlsutil"
 	sd "github.com/tikv/pd/client/servicediscovery"
 )
 
@@ -33,22 +34,33 @@ func main() {
 	s1 := flag.Uint64("store", 0, "a store id")
 	s2 := flag.Uint64("store2", 0, "another store id")
 	r1 := flag.Uint64("region", 0, "a region id")
+	var sec tlsutil.TLSConfig
+	flag.StringVar(&sec.CAPath, "cacert", "", "CA certificate (PEM): call over TLS (an https URL)")
+	flag.StringVar(&sec.CertPath, "cert", "", "client certificate (PEM) to present")
+	flag.StringVar(&sec.KeyPath, "key", "", "key of -cert")
+	probe := flag.Bool("probe", false, "only GetMembers and GetStores: may this client call at all?")
 	flag.Parse()
 
+	// nil without -cacert: plain HTTP, as before.
+	tlsCfg, err := sec.ToTLSConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pdhttp:", err)
+		os.Exit(1)
+	}
 	var cli pdhttp.Client
 	if *discover {
-		cli = pdhttp.NewClient("kubepd-conformance", []string{*url})
+		cli = pdhttp.NewClient("kubepd-conformance", []string{*url}, pdhttp.WithTLSConfig(tlsCfg))
 		if cli == nil {
 			fmt.Fprintln(os.Stderr, "pdhttp: service discovery failed at", *url)
 			os.Exit(1)
 		}
 	} else {
-		disc := sd.NewMockPDServiceDiscovery([]string{*url}, nil)
+		disc := sd.NewMockPDServiceDiscovery([]string{*url}, tlsCfg)
 		if err := disc.Init(); err != nil {
 			fmt.Fprintln(os.Stderr, "pdhttp:", err)
 			os.Exit(1)
 		}
-		cli = pdhttp.NewClientWithServiceDiscovery("kubepd-conformance", disc)
+		cli = pdhttp.NewClientWithServiceDiscovery("kubepd-conformance", disc, pdhttp.WithTLSConfig(tlsCfg))
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -69,6 +81,12 @@ func main() {
 		record("members", map[string]any{"count": len(members.Members), "leader": members.Leader.GetName()}, nil)
 	} else {
 		record("members", nil, err)
+	}
+	if *probe {
+		_, err := cli.GetStores(ctx)
+		record("stores", nil, err)
+		report(out)
+		return
 	}
 	leader, err := cli.GetLeader(ctx)
 	record("leader", leader.GetName(), err)
@@ -172,6 +190,10 @@ func main() {
 	msg, err := cli.DeleteGCSafePoint(ctx, "ticdc")
 	record("gc_delete", msg, err)
 
+	report(out)
+}
+
+func report(out map[string]result) {
 	b, err := json.Marshal(out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pdhttp:", err)
