@@ -163,8 +163,9 @@ async def test_a_restarted_pd_leader_syncs_before_it_campaigns(
         assert LeaseRecord.of(await kube.get(lease_path)).transitions == term, (
             "an unsynced sidecar took the pd-leader role"
         )
-        assert "lease role acquired lease=" + pods.name + "-pd-leader" not in (
-            leader.log.read_text()[logged:]
+        assert (
+            "lease role acquired lease=" + pods.name + "-pd-leader"
+            not in (leader.log.read_text()[logged:])
         )
     finally:
         for sc in others:

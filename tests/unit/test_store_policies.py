@@ -11,6 +11,8 @@ from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.domain.commands import RegionCommand
 from pdcore.policy.abi import Proposal, ProposalKind
+from pdcore.policy.outcome import PolicyResult
+from pdcore.policy.spec import PolicySpec
 from pdcore.proto import kubepdpb_pb2
 from pdcore.scheduling.cluster import MemoryCluster
 from pdcore.service.policies import LoadedPolicy, PolicyService
@@ -86,12 +88,6 @@ def test_the_holder_admits_a_valid_proposal_and_says_why_it_refuses_others() -> 
     assert not ok and why
 
 
-@dataclass
-class Result:
-    proposals: list[Proposal]
-    wall_ms: float = 1.0
-
-
 class Module:
     digest = "d"
 
@@ -99,9 +95,9 @@ class Module:
         self.proposals = proposals
         self.region_counts: list[int] = []
 
-    def run(self, snapshot: bytes) -> Result:
+    def run(self, snapshot: bytes) -> PolicyResult:
         self.region_counts.append(int.from_bytes(snapshot[12:16], "little"))
-        return Result(self.proposals)
+        return PolicyResult(self.proposals, fuel_used=0, wall_ms=1.0)
 
 
 async def test_a_store_scoped_run_sees_its_own_regions_and_proposes_remotely() -> None:
@@ -119,7 +115,10 @@ async def test_a_store_scoped_run_sees_its_own_regions_and_proposes_remotely() -
         Proposal(ProposalKind.TRANSFER_LEADER, 1, 1, 1, 0, 3, "b"),
     ]
     module = Module(props)
-    policy = LoadedPolicy("p", module, {}, 1.0, "Disable", 8, scope="store")
+    spec = PolicySpec.parse(
+        {"name": "p", "module": b"\0asm", "interval_s": 1.0, "max_proposals": 8, "scope": "store"}
+    )
+    policy = LoadedPolicy(spec, module)
     service.put(policy)
     await service.run_once(policy)
     assert module.region_counts == [1]  # region 2 is led by store 2, not local
