@@ -56,16 +56,15 @@ SPEC_FIELDS = (
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _frozen(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(config))
-
-
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
+    """Valid by construction: `__post_init__` is the one validator (so a spec built
+    directly is checked too); `parse` decodes loosely typed fields onto it."""
+
     name: str
     module: bytes = field(repr=False)
-    digest: str  # sha256 hex of `module`
-    config: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+    digest: str  # sha256 hex the module must have; "" takes the module's
+    config: Mapping[str, Any] = field(default_factory=dict)
     scope: PolicyScope = PolicyScope.CLUSTER
     failure_strategy: FailureStrategy = FailureStrategy.DISABLE
     interval_s: float = 10.0
@@ -75,41 +74,51 @@ class PolicySpec:
     timeout_ms: int = 500
     max_proposals: int = 64
 
-    @classmethod
-    def parse(cls, fields: Mapping[str, object]) -> PolicySpec:
-        """The one validator: `fields` by canonical name (absent: the default).
-        Raises PolicySpecError naming the first field that is wrong."""
-        unknown = sorted(set(fields) - set(SPEC_FIELDS))
-        if unknown:
-            raise PolicySpecError(f"unknown policy fields: {', '.join(unknown)}")
-        name = fields.get("name")
-        if not isinstance(name, str) or not name:
+    def __post_init__(self) -> None:
+        if not self.name:
             raise PolicySpecError("the policy needs a name")
-        module = fields.get("module")
-        if not isinstance(module, bytes) or not module:
+        if not self.module:
             raise PolicySpecError("the policy needs a Wasm module")
-        digest = hashlib.sha256(module).hexdigest()
-        want = fields.get("sha256")
-        if want is not None and want != "":
-            if not isinstance(want, str) or not _SHA256.fullmatch(want.lower()):
-                raise PolicySpecError("sha256 must be 64 hex digits")
-            if want.lower() != digest:
-                raise PolicySpecError(f"the module's sha256 is {digest}, the spec says {want}")
-        config = fields.get("config", {})
-        if config is None:
-            config = {}
-        if not isinstance(config, Mapping):
-            raise PolicySpecError("config must be an object")
-        numbers = {key: _number(key, fields.get(key)) for key in _NUMBERS}
-        if numbers["timeout_ms"] > numbers["interval_s"] * 1000:
+        actual = hashlib.sha256(self.module).hexdigest()
+        want = self.digest.lower()
+        if want and not _SHA256.fullmatch(want):
+            raise PolicySpecError("sha256 must be 64 hex digits")
+        if want and want != actual:
+            raise PolicySpecError(f"the module's sha256 is {actual}, the spec says {self.digest}")
+        object.__setattr__(self, "digest", actual)
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+        for key, (_, low, high, what) in _NUMBERS.items():
+            value = getattr(self, key)
+            if not low <= value <= high:
+                raise PolicySpecError(f"{what} must be between {low:n} and {high:n}, got {value!r}")
+        if self.timeout_ms > self.interval_s * 1000:
             raise PolicySpecError(
                 "the timeout must not exceed the interval: a run has to finish before the next"
             )
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, object]) -> PolicySpec:
+        """`fields` by canonical name (absent: the default), as a decoder maps them;
+        PolicySpecError names the first field that is wrong."""
+        unknown = sorted(set(fields) - set(SPEC_FIELDS))
+        if unknown:
+            raise PolicySpecError(f"unknown policy fields: {', '.join(unknown)}")
+        name, module, want = fields.get("name"), fields.get("module"), fields.get("sha256")
+        if not isinstance(name, str):
+            raise PolicySpecError("the policy needs a name")
+        if not isinstance(module, bytes):
+            raise PolicySpecError("the policy needs a Wasm module")
+        if want is not None and not isinstance(want, str):
+            raise PolicySpecError("sha256 must be 64 hex digits")
+        config = fields.get("config")
+        if config is not None and not isinstance(config, Mapping):
+            raise PolicySpecError("config must be an object")
+        numbers = {key: _number(key, fields.get(key)) for key in _NUMBERS}
         return cls(
             name=name,
             module=module,
-            digest=digest,
-            config=_frozen(config),
+            digest=want or "",
+            config=config or {},
             scope=_choice(PolicyScope, "scope", fields.get("scope")),
             failure_strategy=_choice(
                 FailureStrategy, "failure strategy", fields.get("failure_strategy")
@@ -127,8 +136,9 @@ class PolicySpec:
         return self.memory_mib << 20
 
 
-def _number(key: str, value: object) -> float:
-    default, low, high, what = _NUMBERS[key]
+def _number(key: str, value: object) -> int | float:
+    """The field's value if it has the right type (its default if absent)."""
+    default, _, _, what = _NUMBERS[key]
     if value is None:
         return default
     integral = key != "interval_s"
@@ -138,8 +148,6 @@ def _number(key: str, value: object) -> float:
         kind = "an integer" if integral else "a number"
         raise PolicySpecError(f"{what} must be {kind}, got {value!r}")
     assert isinstance(value, int | float)
-    if not low <= value <= high:
-        raise PolicySpecError(f"{what} must be between {low:n} and {high:n}, got {value!r}")
     return value
 
 

@@ -123,3 +123,13 @@ def test_the_http_body_needs_a_name_and_a_base64_module() -> None:
         spec_from_object("p", {}, b"")
     with pytest.raises(PolicySpecError, match="unknown policy fields: colour"):
         PolicySpec.parse({"name": "p", "module": WASM, "colour": "red"})
+
+
+def test_a_spec_built_directly_is_validated_the_same_way() -> None:
+    with pytest.raises(PolicySpecError, match="the fuel limit must be between"):
+        PolicySpec("p", WASM, "", fuel=10)
+    with pytest.raises(PolicySpecError, match=f"sha256 is {SHA}, the spec says"):
+        PolicySpec("p", WASM, "0" * 64)
+    with pytest.raises(PolicySpecError, match="needs a name"):
+        PolicySpec("", WASM, "")
+    assert PolicySpec("p", WASM, "").digest == SHA == PolicySpec("p", WASM, SHA.upper()).digest
