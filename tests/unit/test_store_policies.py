@@ -15,7 +15,7 @@ from pdcore.policy.outcome import PolicyResult
 from pdcore.policy.spec import PolicySpec
 from pdcore.proto import kubepdpb_pb2
 from pdcore.scheduling.cluster import MemoryCluster
-from pdcore.service.policies import LoadedPolicy, PolicyService
+from pdcore.service.policies import LoadedPolicy, PolicyService, admit
 from pdcore.service.scheduling import SchedulingService
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
 
@@ -155,3 +155,27 @@ async def test_warning_events_are_rate_limited_per_reason_and_object() -> None:
     ]
     assert all(e["type"] == "Warning" for e in client.created)
     assert client.created[0]["message"] == "trap: 1"
+
+
+def test_local_and_proposed_operators_are_admitted_by_the_same_path() -> None:
+    """A cluster-scoped policy's proposal (admit here) and a sidecar's (ProposeService)
+    get the same verdicts; the proposing store's lead is the only extra condition."""
+    cases = [(1, 2, 9), (1, 1, 1), (1, 4, 1), (2, 4, 1), (1, 2, 1)]
+    verdicts = []
+    for local in (True, False):
+        svc, _ = scheduling()
+        ps = ProposeService(svc, lambda: 7)
+        out = []
+        for region_id, target, version in cases:
+            leader = svc.view.tree.get(region_id)
+            assert leader is not None
+            wire = proposal(region_id, target, version=version)
+            if local:
+                prop = Proposal(ProposalKind.TRANSFER_LEADER, region_id, 1, version, 0, target, "")
+                out.append(admit(svc, "p", prop))
+            else:
+                out.append(ps.admit("p", leader.leader_store_id, wire))
+        verdicts.append(out)
+        assert svc.coordinator.controller.running[1].scheduler == "policy:p"
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0][-1] == (True, "") and not any(ok for ok, _ in verdicts[0][:-1])
