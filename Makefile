@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo serve swarm test soak check lint typecheck layers unit proto policies kube-tools kube-up kube-down bench clean node-tools image node-up node-down test-node
 
+# mypy cannot see through the editable install's finder, so `operator/` is shown to it
+# as `pd_operator` by a link (pyproject's mypy_path).
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	mkdir -p $(VENV)/mypy-path && ln -sfn ../../operator $(VENV)/mypy-path/pd_operator
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -17,8 +17,7 @@ from pd_operator import lifecycle, resources, tls
 from pdcore.adapters.kube.client import ApiError, Conflict, KubeClient, NotFound
 
 GROUP, VERSION, PLURAL = "kubepd.io", "v1alpha1", "tikvclusters"
-_client: KubeClient | None = None
-_client_loop: asyncio.AbstractEventLoop | None = None
+CLIENT = "client"  # the memo's key of the operator's KubeClient
 
 PATHS = {
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
@@ -30,40 +29,49 @@ PATHS = {
 }
 
 
-def client() -> KubeClient:
-    """One client per operator event loop, made on first use (a client's HTTP session
-    belongs to the loop it was made on; an embedding may run kopf more than once)."""
-    global _client, _client_loop
-    loop = asyncio.get_running_loop()
-    if _client is None or _client_loop is not loop:
-        _client, _client_loop = KubeClient.auto(), loop
-    return _client
-
-
-@kopf.on.login()
-async def login(**_: Any) -> kopf.ConnectionInfo:
-    """Credentials from $KUBECONFIG or the pod's service account, as the sidecars use."""
-    c = client()
-    return kopf.ConnectionInfo(server=c.server, ca_path=c.ca_file, token=c.token)
+def client(memo: kopf.Memo) -> KubeClient:
+    """The operator's client, kept in kopf's memo: made at start-up on the operator's
+    own event loop (an HTTP session belongs to one), closed at cleanup; every run of
+    the operator (an embedding may run kopf more than once) has its own."""
+    c = memo.get(CLIENT)
+    if not isinstance(c, KubeClient):
+        raise RuntimeError("the operator's Kubernetes client is made at start-up")
+    return c
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = 20  # INFO and above become Kubernetes events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "kubepd.io/finalizer"
+    memo[CLIENT] = KubeClient.auto()
 
 
-async def apply(obj: dict[str, Any]) -> str:
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Credentials from $KUBECONFIG or the pod's service account, as the sidecars use
+    (start-up runs before the first login)."""
+    c = client(memo)
+    return kopf.ConnectionInfo(server=c.server, ca_path=c.ca_file, token=c.token)
+
+
+@kopf.on.cleanup()
+async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    c = memo.pop(CLIENT, None)
+    if isinstance(c, KubeClient):
+        await c.close()
+
+
+async def apply(kube: KubeClient, obj: dict[str, Any]) -> str:
     """Create or update one owned object; returns what happened."""
     base, plural = PATHS[obj["kind"]]
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     path = f"{base}/namespaces/{ns}/{plural}"
     try:
-        current = await client().get(f"{path}/{name}")
+        current = await kube.get(f"{path}/{name}")
     except NotFound:
-        await client().create(path, obj)
+        await kube.create(path, obj)
         return "created"
     # The parts we own: spec, data, or a RoleBinding's subjects (its roleRef is immutable).
     keys = [k for k in ("spec", "data", "subjects") if k in obj]
@@ -75,7 +83,7 @@ async def apply(obj: dict[str, Any]) -> str:
         and current["metadata"].get("labels") == obj["metadata"]["labels"]
     ):
         return "unchanged"
-    await client().patch(
+    await kube.patch(
         f"{path}/{name}",
         {"metadata": {"labels": obj["metadata"]["labels"]}, **{k: obj[k] for k in keys}},
     )
@@ -95,12 +103,15 @@ def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+async def reconcile(
+    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
+) -> None:
+    kube = client(memo)
     raw = dict(body)
     ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
     partition = None
     try:  # never shrink under a store: scale-in goes one drained store at a time (observe)
-        sts = await client().get(lifecycle.STS_PATH.format(ns=ns, name=name))
+        sts = await kube.get(lifecycle.STS_PATH.format(ns=ns, name=name))
         current = int(sts["spec"]["replicas"])
         if current > int(raw["spec"]["replicas"]):
             raw = {**raw, "spec": {**raw["spec"], "replicas": current}}
@@ -113,10 +124,10 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_
     actions = []
     for obj in resources.all_objects(raw, partition):
         try:
-            what = await apply(obj)
+            what = await apply(kube, obj)
         except (ApiError, Conflict) as e:
             kopf.warn(
-                raw,
+                body,
                 reason="ReconcileFailed",
                 message=f"{obj['kind']} {obj['metadata']['name']}: {e}",
             )
@@ -124,7 +135,7 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_
         if what != "unchanged":
             actions.append(f"{what} {obj['kind']} {obj['metadata']['name']}")
             kopf.info(
-                raw,
+                body,
                 reason=what.capitalize(),
                 message=f"{what} {obj['kind']} {obj['metadata']['name']}",
             )
@@ -140,11 +151,12 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, idle=2.0)
-async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Status that tells health at a glance: ready pods vs desired, and a phase."""
+    kube = client(memo)
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
-        sts = await client().get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/{name}")
+        sts = await kube.get(lifecycle.STS_PATH.format(ns=ns, name=name))
     except NotFound:
         return
     want = int(body["spec"]["replicas"])
@@ -164,23 +176,27 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             body,
             condition("Ready", ready == want, phase, f"{ready} of {want} TiKV pods are ready"),
         )
-    if await drive_scale_in(body, patch, sts):
+    if await drive_scale_in(kube, body, patch, sts):
         return
-    stores = await lifecycle.cluster_stores(client(), dict(body))  # one list for both steps
-    if not await drive_replacement(body, patch, sts, stores):
-        await drive_upgrade(body, patch, sts, stores)
+    stores = await lifecycle.cluster_stores(kube, dict(body))  # one list for both steps
+    if not await drive_replacement(kube, body, patch, sts, stores):
+        await drive_upgrade(kube, body, patch, sts, stores)
 
 
 async def drive_replacement(
-    body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any], stores: list[dict[str, Any]]
+    kube: KubeClient,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    sts: dict[str, Any],
+    stores: list[dict[str, Any]],
 ) -> bool:
     """One step of replacing a dead store; whether one is under way."""
     raw = dict(body)
-    step = await lifecycle.replace_step(client(), raw, sts, stores)
+    step = await lifecycle.replace_step(kube, raw, sts, stores)
     if step is None:
         return False
     for reason, message in step.events:
-        kopf.warn(raw, reason=reason, message=message)
+        kopf.warn(body, reason=reason, message=message)
     patch.status["conditions"] = with_condition(
         body,
         condition("StoreReplacement", not step.warning, step.reason, step.message),
@@ -190,19 +206,23 @@ async def drive_replacement(
 
 
 async def drive_upgrade(
-    body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any], stores: list[dict[str, Any]]
+    kube: KubeClient,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    sts: dict[str, Any],
+    stores: list[dict[str, Any]],
 ) -> None:
     raw = dict(body)
-    step = await lifecycle.upgrade_step(client(), raw, sts, stores)
+    step = await lifecycle.upgrade_step(kube, raw, sts, stores)
     if step is None:
         return
     for reason, message in step.events:
         (kopf.warn if reason == "LeaderEvictionStalled" else kopf.info)(
-            raw, reason=reason, message=message
+            body, reason=reason, message=message
         )
     if step.partition is not None:
         ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-        await client().patch(
+        await kube.patch(
             lifecycle.STS_PATH.format(ns=ns, name=name),
             {"spec": {"updateStrategy": {"rollingUpdate": {"partition": step.partition}}}},
         )
@@ -221,10 +241,12 @@ async def drive_upgrade(
     )
 
 
-async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]) -> bool:
+async def drive_scale_in(
+    kube: KubeClient, body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]
+) -> bool:
     """One step of a scale-in; whether one is under way."""
     raw = dict(body)
-    step = await lifecycle.scale_in_step(client(), raw)
+    step = await lifecycle.scale_in_step(kube, raw)
     previous = next(
         (c for c in body.get("status", {}).get("conditions", []) if c["type"] == "ScaleIn"), None
     )
@@ -235,12 +257,12 @@ async def drive_scale_in(body: kopf.Body, patch: kopf.Patch, sts: dict[str, Any]
             )
         return False
     for reason, message in step.events:
-        kopf.info(raw, reason=reason, message=message)
+        kopf.info(body, reason=reason, message=message)
     if step.warning and (previous is None or previous.get("message") != step.message):
-        kopf.warn(raw, reason=step.reason, message=step.message)
+        kopf.warn(body, reason=step.reason, message=step.message)
     if step.replicas != int(sts["spec"]["replicas"]):
         ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-        await client().patch(
+        await kube.patch(
             lifecycle.STS_PATH.format(ns=ns, name=name), {"spec": {"replicas": step.replicas}}
         )
     patch.status["phase"] = "Scaling"
@@ -264,7 +286,9 @@ def with_condition(
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def scheduler(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
     """The cluster's scheduler role, held here while the operator runs (ARCHITECTURE §2):
     the pd-leader hands it over and takes it back when this daemon is gone."""
     from pdcore.scheduler_app import SchedulerHost, SchedulerOptions
@@ -274,7 +298,7 @@ async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> N
     try:
         security = tls.operator_security(dict(body))
     except ValueError as e:
-        kopf.warn(dict(body), reason="TLS", message=str(e))
+        kopf.warn(body, reason="TLS", message=str(e))
         raise kopf.TemporaryError(str(e), delay=60) from None
     host = SchedulerHost(
         SchedulerOptions(
@@ -289,10 +313,10 @@ async def scheduler(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> N
             advertise_host=os.environ.get("KUBEPD_ADVERTISE_HOST") or os.environ.get("POD_IP"),
             security=security,
         ),
-        client(),
+        client(memo),
     )
     await host.start()
-    kopf.info(dict(body), reason="Scheduling", message=f"{identity} runs the scheduler role")
+    kopf.info(body, reason="Scheduling", message=f"{identity} runs the scheduler role")
     try:
         while not stopped:
             await asyncio.sleep(1.0)

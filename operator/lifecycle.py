@@ -45,7 +45,8 @@ def _pod_store(stores: list[Obj], pod: str) -> Obj | None:
     """The live store of `pod`, else its tombstone, else None."""
     mine = [o for o in stores if ((o.get("status") or {}).get("sidecar") or {}).get("pod") == pod]
     live = [o for o in mine if (o.get("status") or {}).get("state") != "Tombstone"]
-    return (live or mine or [None])[0]
+    found = live or mine
+    return found[0] if found else None
 
 
 async def scale_in_step(client: KubeClient, body: Obj) -> ScaleIn | None:

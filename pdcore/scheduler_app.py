@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 from aiohttp import web
 
+from pdcore.adapters import codec
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.client_cert import secure
@@ -40,7 +40,6 @@ from pdcore.adapters.net import host_port
 from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.steps import StepRouter
-from pdcore.adapters.storage import serde
 from pdcore.adapters.tls import Security, add_grpc_port, dialer
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader
@@ -295,7 +294,7 @@ class SchedulerHost:
                 except grpc.aio.AioRpcError as e:
                     log.info("stores not read from %s: %s", address, e.details())
                     continue
-                stores = (serde.store_with_stats_from_json(json.loads(s)) for s in resp.stores_json)
+                stores = (codec.store_info_from_pb(s) for s in resp.stores)
                 self.view.store_map = {s.id: s for s in stores}
                 if time.monotonic() - sizes_at >= SIZES_EVERY_S:
                     sizes_at = time.monotonic()

@@ -30,7 +30,7 @@ from pdcore.domain.region import (
     size_mib_from_bytes,
 )
 from pdcore.domain.store import NodeState, Store, StoreState, StoreStats
-from pdcore.proto import metapb_pb2, pdpb_pb2
+from pdcore.proto import kubepdpb_pb2, metapb_pb2, pdpb_pb2
 
 _QUERY_READ = ("Get", "Scan", "Coprocessor")
 _QUERY_WRITE = (
@@ -274,6 +274,22 @@ def store_stats_to_pb(store_id: int, s: StoreStats, out: pdpb_pb2.StoreStats) ->
     out.keys_read = s.keys_read
     out.slow_score = s.slow_score
     out.is_stopping = s.is_stopping
+
+
+def store_info_to_pb(s: Store) -> kubepdpb_pb2.StoreInfo:
+    """A store with its heartbeat figures, for schedulers outside the pd-leader."""
+    info = kubepdpb_pb2.StoreInfo()
+    store_to_pb(s, info.store)
+    store_stats_to_pb(s.id, s.stats, info.stats)
+    # The totals store_stats_from_pb sums from query_stats, and the interval's length.
+    info.stats.query_stats.Get = s.stats.query_read
+    info.stats.query_stats.Put = s.stats.query_write
+    info.stats.interval.end_timestamp = s.stats.interval_s
+    return info
+
+
+def store_info_from_pb(info: kubepdpb_pb2.StoreInfo) -> Store:
+    return store_from_pb(info.store).with_(stats=store_stats_from_pb(info.stats))
 
 
 # -- commands --------------------------------------------------------------------

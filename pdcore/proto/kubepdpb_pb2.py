@@ -22,44 +22,47 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from pdcore.proto import metapb_pb2 as pdcore_dot_proto_dot_metapb__pb2
 from pdcore.proto import pdpb_pb2 as pdcore_dot_proto_dot_pdpb__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpdcore/proto/kubepdpb.proto\x12\x08kubepdpb\x1a\x17pdcore/proto/pdpb.proto\"+\n\x15GetRegionSizesRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"W\n\nRegionSize\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\x1c\n\x14\x61pproximate_size_mib\x18\x02 \x01(\x04\x12\x18\n\x10\x61pproximate_keys\x18\x03 \x01(\x04\"?\n\x16GetRegionSizesResponse\x12%\n\x07regions\x18\x01 \x03(\x0b\x32\x14.kubepdpb.RegionSize\"&\n\x10GetStoresRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"(\n\x11GetStoresResponse\x12\x13\n\x0bstores_json\x18\x01 \x03(\t\"-\n\rSchedulerTerm\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\"\x98\x01\n\x13\x44\x65liverStepsRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12*\n\tscheduler\x18\x02 \x01(\x0b\x32\x17.kubepdpb.SchedulerTerm\x12\x10\n\x08store_id\x18\x03 \x01(\x04\x12/\n\x08\x63ommands\x18\x04 \x03(\x0b\x32\x1d.pdpb.RegionHeartbeatResponse\")\n\x14\x44\x65liverStepsResponse\x12\x11\n\tdelivered\x18\x01 \x01(\r\"\x8a\x01\n\x08Proposal\x12\x0c\n\x04kind\x18\x01 \x01(\r\x12\x11\n\tregion_id\x18\x02 \x01(\x04\x12\x10\n\x08\x63onf_ver\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x14\n\x0csource_store\x18\x05 \x01(\x04\x12\x14\n\x0ctarget_store\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"m\n\x0eProposeRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x10\n\x08store_id\x18\x03 \x01(\x04\x12%\n\tproposals\x18\x04 \x03(\x0b\x32\x12.kubepdpb.Proposal\"3\n\x0fProposalVerdict\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x0fProposeResponse\x12+\n\x08verdicts\x18\x01 \x03(\x0b\x32\x19.kubepdpb.ProposalVerdict2Z\n\x07Sidecar\x12O\n\x0c\x44\x65liverSteps\x12\x1d.kubepdpb.DeliverStepsRequest\x1a\x1e.kubepdpb.DeliverStepsResponse\"\x00\x32\xa7\x01\n\x06Leader\x12\x46\n\tGetStores\x12\x1a.kubepdpb.GetStoresRequest\x1a\x1b.kubepdpb.GetStoresResponse\"\x00\x12U\n\x0eGetRegionSizes\x12\x1f.kubepdpb.GetRegionSizesRequest\x1a .kubepdpb.GetRegionSizesResponse\"\x00\x32M\n\tScheduler\x12@\n\x07Propose\x12\x18.kubepdpb.ProposeRequest\x1a\x19.kubepdpb.ProposeResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpdcore/proto/kubepdpb.proto\x12\x08kubepdpb\x1a\x19pdcore/proto/metapb.proto\x1a\x17pdcore/proto/pdpb.proto\"+\n\x15GetRegionSizesRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"W\n\nRegionSize\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\x1c\n\x14\x61pproximate_size_mib\x18\x02 \x01(\x04\x12\x18\n\x10\x61pproximate_keys\x18\x03 \x01(\x04\"?\n\x16GetRegionSizesResponse\x12%\n\x07regions\x18\x01 \x03(\x0b\x32\x14.kubepdpb.RegionSize\"&\n\x10GetStoresRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"J\n\tStoreInfo\x12\x1c\n\x05store\x18\x01 \x01(\x0b\x32\r.metapb.Store\x12\x1f\n\x05stats\x18\x02 \x01(\x0b\x32\x10.pdpb.StoreStats\"K\n\x11GetStoresResponse\x12#\n\x06stores\x18\x02 \x03(\x0b\x32\x13.kubepdpb.StoreInfoJ\x04\x08\x01\x10\x02R\x0bstores_json\"-\n\rSchedulerTerm\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\"\x98\x01\n\x13\x44\x65liverStepsRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12*\n\tscheduler\x18\x02 \x01(\x0b\x32\x17.kubepdpb.SchedulerTerm\x12\x10\n\x08store_id\x18\x03 \x01(\x04\x12/\n\x08\x63ommands\x18\x04 \x03(\x0b\x32\x1d.pdpb.RegionHeartbeatResponse\")\n\x14\x44\x65liverStepsResponse\x12\x11\n\tdelivered\x18\x01 \x01(\r\"\x8a\x01\n\x08Proposal\x12\x0c\n\x04kind\x18\x01 \x01(\r\x12\x11\n\tregion_id\x18\x02 \x01(\x04\x12\x10\n\x08\x63onf_ver\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x14\n\x0csource_store\x18\x05 \x01(\x04\x12\x14\n\x0ctarget_store\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"m\n\x0eProposeRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x10\n\x08store_id\x18\x03 \x01(\x04\x12%\n\tproposals\x18\x04 \x03(\x0b\x32\x12.kubepdpb.Proposal\"3\n\x0fProposalVerdict\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x0fProposeResponse\x12+\n\x08verdicts\x18\x01 \x03(\x0b\x32\x19.kubepdpb.ProposalVerdict2Z\n\x07Sidecar\x12O\n\x0c\x44\x65liverSteps\x12\x1d.kubepdpb.DeliverStepsRequest\x1a\x1e.kubepdpb.DeliverStepsResponse\"\x00\x32\xa7\x01\n\x06Leader\x12\x46\n\tGetStores\x12\x1a.kubepdpb.GetStoresRequest\x1a\x1b.kubepdpb.GetStoresResponse\"\x00\x12U\n\x0eGetRegionSizes\x12\x1f.kubepdpb.GetRegionSizesRequest\x1a .kubepdpb.GetRegionSizesResponse\"\x00\x32M\n\tScheduler\x12@\n\x07Propose\x12\x18.kubepdpb.ProposeRequest\x1a\x19.kubepdpb.ProposeResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pdcore.proto.kubepdpb_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETREGIONSIZESREQUEST']._serialized_start=66
-  _globals['_GETREGIONSIZESREQUEST']._serialized_end=109
-  _globals['_REGIONSIZE']._serialized_start=111
-  _globals['_REGIONSIZE']._serialized_end=198
-  _globals['_GETREGIONSIZESRESPONSE']._serialized_start=200
-  _globals['_GETREGIONSIZESRESPONSE']._serialized_end=263
-  _globals['_GETSTORESREQUEST']._serialized_start=265
-  _globals['_GETSTORESREQUEST']._serialized_end=303
-  _globals['_GETSTORESRESPONSE']._serialized_start=305
-  _globals['_GETSTORESRESPONSE']._serialized_end=345
-  _globals['_SCHEDULERTERM']._serialized_start=347
-  _globals['_SCHEDULERTERM']._serialized_end=392
-  _globals['_DELIVERSTEPSREQUEST']._serialized_start=395
-  _globals['_DELIVERSTEPSREQUEST']._serialized_end=547
-  _globals['_DELIVERSTEPSRESPONSE']._serialized_start=549
-  _globals['_DELIVERSTEPSRESPONSE']._serialized_end=590
-  _globals['_PROPOSAL']._serialized_start=593
-  _globals['_PROPOSAL']._serialized_end=731
-  _globals['_PROPOSEREQUEST']._serialized_start=733
-  _globals['_PROPOSEREQUEST']._serialized_end=842
-  _globals['_PROPOSALVERDICT']._serialized_start=844
-  _globals['_PROPOSALVERDICT']._serialized_end=895
-  _globals['_PROPOSERESPONSE']._serialized_start=897
-  _globals['_PROPOSERESPONSE']._serialized_end=959
-  _globals['_SIDECAR']._serialized_start=961
-  _globals['_SIDECAR']._serialized_end=1051
-  _globals['_LEADER']._serialized_start=1054
-  _globals['_LEADER']._serialized_end=1221
-  _globals['_SCHEDULER']._serialized_start=1223
-  _globals['_SCHEDULER']._serialized_end=1300
+  _globals['_GETREGIONSIZESREQUEST']._serialized_start=93
+  _globals['_GETREGIONSIZESREQUEST']._serialized_end=136
+  _globals['_REGIONSIZE']._serialized_start=138
+  _globals['_REGIONSIZE']._serialized_end=225
+  _globals['_GETREGIONSIZESRESPONSE']._serialized_start=227
+  _globals['_GETREGIONSIZESRESPONSE']._serialized_end=290
+  _globals['_GETSTORESREQUEST']._serialized_start=292
+  _globals['_GETSTORESREQUEST']._serialized_end=330
+  _globals['_STOREINFO']._serialized_start=332
+  _globals['_STOREINFO']._serialized_end=406
+  _globals['_GETSTORESRESPONSE']._serialized_start=408
+  _globals['_GETSTORESRESPONSE']._serialized_end=483
+  _globals['_SCHEDULERTERM']._serialized_start=485
+  _globals['_SCHEDULERTERM']._serialized_end=530
+  _globals['_DELIVERSTEPSREQUEST']._serialized_start=533
+  _globals['_DELIVERSTEPSREQUEST']._serialized_end=685
+  _globals['_DELIVERSTEPSRESPONSE']._serialized_start=687
+  _globals['_DELIVERSTEPSRESPONSE']._serialized_end=728
+  _globals['_PROPOSAL']._serialized_start=731
+  _globals['_PROPOSAL']._serialized_end=869
+  _globals['_PROPOSEREQUEST']._serialized_start=871
+  _globals['_PROPOSEREQUEST']._serialized_end=980
+  _globals['_PROPOSALVERDICT']._serialized_start=982
+  _globals['_PROPOSALVERDICT']._serialized_end=1033
+  _globals['_PROPOSERESPONSE']._serialized_start=1035
+  _globals['_PROPOSERESPONSE']._serialized_end=1097
+  _globals['_SIDECAR']._serialized_start=1099
+  _globals['_SIDECAR']._serialized_end=1189
+  _globals['_LEADER']._serialized_start=1192
+  _globals['_LEADER']._serialized_end=1359
+  _globals['_SCHEDULER']._serialized_start=1361
+  _globals['_SCHEDULER']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

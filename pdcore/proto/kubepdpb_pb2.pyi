@@ -1,3 +1,4 @@
+from pdcore.proto import metapb_pb2 as _metapb_pb2
 from pdcore.proto import pdpb_pb2 as _pdpb_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -35,11 +36,19 @@ class GetStoresRequest(_message.Message):
     cluster_id: int
     def __init__(self, cluster_id: _Optional[int] = ...) -> None: ...
 
+class StoreInfo(_message.Message):
+    __slots__ = ("store", "stats")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    store: _metapb_pb2.Store
+    stats: _pdpb_pb2.StoreStats
+    def __init__(self, store: _Optional[_Union[_metapb_pb2.Store, _Mapping]] = ..., stats: _Optional[_Union[_pdpb_pb2.StoreStats, _Mapping]] = ...) -> None: ...
+
 class GetStoresResponse(_message.Message):
-    __slots__ = ("stores_json",)
-    STORES_JSON_FIELD_NUMBER: _ClassVar[int]
-    stores_json: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stores_json: _Optional[_Iterable[str]] = ...) -> None: ...
+    __slots__ = ("stores",)
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    stores: _containers.RepeatedCompositeFieldContainer[StoreInfo]
+    def __init__(self, stores: _Optional[_Iterable[_Union[StoreInfo, _Mapping]]] = ...) -> None: ...
 
 class SchedulerTerm(_message.Message):
     __slots__ = ("holder", "term")

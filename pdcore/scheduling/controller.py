@@ -269,12 +269,17 @@ class OperatorController:
             return []
         if region.leader is None:
             return []
-        op.last_sent_at = now
-        if op.status == OpStatus.CREATED:
-            op.status = OpStatus.STARTED
-            op.started_at = now
+        op.last_sent_at = now  # an attempt: re-sent on the step's cadence either way
         cmd = RegionCommand(region.id, region.epoch, region.leader, body)
         return [(region.leader_store_id, cmd)]
+
+    def delivered(self, region_id: int, now: float) -> None:
+        """The region's step reached a stream to its leader's store: its operator has
+        started. Until then it is CREATED and expires (`tick`) as PD's do."""
+        op = self.running.get(region_id)
+        if op is not None and op.status == OpStatus.CREATED:
+            op.status = OpStatus.STARTED
+            op.started_at = now
 
     def _lost_target(self, op: Operator, now: float) -> str:
         """Why a store the operator still has to add a peer to or hand the leader to can
@@ -315,13 +320,16 @@ class OperatorController:
                 else:
                     self._end(op, OpStatus.CANCELED, now, "region disappeared")
                 continue
+            # No step delivered within the expiry (and one re-send): a leaderless
+            # region, or no stream to its leader's store. A merge's passive target
+            # sends nothing of its own and waits for its source.
+            step = op.current
             if (
                 op.status == OpStatus.CREATED
-                and now - op.created_at > CREATED_EXPIRE_S + max(FAST_RESEND_S, 0.0)
-                and op.last_sent_at < 0
-                and region.leader is None
+                and now - op.created_at > CREATED_EXPIRE_S + FAST_RESEND_S
+                and not (isinstance(step, MergeStep) and step.passive)
             ):
-                self._end(op, OpStatus.EXPIRED, now, "never started")
+                self._end(op, OpStatus.EXPIRED, now, "never started: no step was delivered")
                 continue
             out.extend(self._step(op, region, now, force=False))
         return out

@@ -17,16 +17,27 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pdcore.policy.abi import Proposal
+from pdcore.policy.outcome import PolicyFailure, RunOutcome
+from pdcore.policy.spec import FailureStrategy, PolicySpec
 from pdcore.scheduling import policy_bridge
 from pdcore.scheduling.cluster import ClusterView
 from pdcore.service.scheduling import SchedulingService
 
 log = logging.getLogger("kubepd.policies")
-STRATEGIES = ("Disable", "Ignore", "Retry")
 POLICY_TICK_S = 0.1  # seconds of the scheduling clock between policy runs
+MAX_BACKOFF_INTERVALS = 32  # Retry waits at most this many intervals
+
+
+class PolicyPhase(StrEnum):
+    PENDING = "Pending"  # known, its module not loaded yet (Kubernetes only)
+    LOADED = "Loaded"  # loaded, not run yet
+    RUNNING = "Running"  # its last run gave proposals
+    FAILED = "Failed"  # its last run failed and it runs again (Retry), or it did not load
+    DISABLED = "Disabled"  # a run failed and its failure strategy (Disable) stopped it
 
 
 class Sandbox(Protocol):
@@ -34,20 +45,16 @@ class Sandbox(Protocol):
 
     digest: str
 
-    def run(self, snapshot: bytes) -> Any: ...
+    def run(self, snapshot: bytes) -> RunOutcome: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedPolicy:
-    name: str
+    """A validated spec, its sandbox, and how its runs went."""
+
+    spec: PolicySpec
     instance: Sandbox
-    config: dict[str, Any]
-    interval_s: float
-    failure_strategy: str
-    max_proposals: int
-    scope: str = "cluster"
-    priority: int = 50
-    phase: str = "Loaded"
+    phase: PolicyPhase = PolicyPhase.LOADED
     runs: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -57,15 +64,24 @@ class LoadedPolicy:
     next_run: float = 0.0
     rejections: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def interval_s(self) -> float:
+        return self.spec.interval_s
+
     def status(self) -> dict[str, Any]:
+        spec = self.spec
         return {
-            "name": self.name,
-            "phase": self.phase,
+            "name": spec.name,
+            "phase": self.phase.value,
             "moduleDigest": self.instance.digest,
-            "config": self.config,
-            "intervalSeconds": self.interval_s,
-            "scope": self.scope,
-            "failureStrategy": self.failure_strategy,
+            "config": dict(spec.config),
+            "intervalSeconds": spec.interval_s,
+            "scope": spec.scope.value,
+            "failureStrategy": spec.failure_strategy.value,
             "runs": self.runs,
             "proposalsAccepted": self.accepted,
             "proposalsRejected": self.rejected,
@@ -78,16 +94,24 @@ class LoadedPolicy:
 
 # (policy, leading store, proposals) -> one (accepted, reason) per proposal
 Proposer = Callable[[LoadedPolicy, int, Sequence[Proposal]], Awaitable[Sequence[tuple[bool, str]]]]
-# (policy, kind, message): a run failed (trap, timeout, malformed output)
-FailureHook = Callable[[LoadedPolicy, str, str], None]
+# (policy, failure): a run failed (trap, timeout, malformed output)
+FailureHook = Callable[[LoadedPolicy, PolicyFailure], None]
 # The cluster a store-scoped run sees: a follower sidecar's own stores lack the others'
 # heartbeat figures, so it asks the pd-leader.
 ViewSource = Callable[[], Awaitable[ClusterView]]
 
 
-def admit(svc: SchedulingService, policy: str, prop: Proposal) -> tuple[bool, str]:
-    """Validate a proposal like a built-in scheduler's decision and, if it passes, make
-    it an operator whose first step goes out now; (accepted, why not)."""
+def admit(
+    svc: SchedulingService, policy: str, prop: Proposal, leading_store: int | None = None
+) -> tuple[bool, str]:
+    """The one admission path of policy proposals, local or proposed by a sidecar:
+    validate like a built-in scheduler's decision and, if it passes, make it an
+    operator whose first step goes out now; (accepted, why not). `leading_store`: the
+    store whose store-scoped policy proposes it, which may act only on regions it leads."""
+    if leading_store is not None:
+        region = svc.view.tree.get(prop.region_id)
+        if region is not None and region.leader_store_id != leading_store:
+            return False, f"region {prop.region_id} is not led by store {leading_store}"
     coord = svc.coordinator
     verdict = policy_bridge.validate(
         svc.view,
@@ -135,11 +159,8 @@ class PolicyService:
         return self.scheduling.active()
 
     def put(self, policy: LoadedPolicy) -> None:
-        """Add or replace atomically: the next tick runs the new module."""
-        if policy.failure_strategy not in STRATEGIES:
-            raise ValueError(f"failure strategy must be one of {STRATEGIES}")
-        if policy.interval_s <= 0:
-            raise ValueError("interval must be positive")
+        """Add or replace atomically: the next tick runs the new module (its spec was
+        validated when it was parsed)."""
         old = self.policies.get(policy.name)
         self.policies[policy.name] = policy
         log.info(
@@ -155,7 +176,8 @@ class PolicyService:
 
     def list(self) -> list[dict[str, Any]]:
         return [
-            p.status() for p in sorted(self.policies.values(), key=lambda p: (-p.priority, p.name))
+            p.status()
+            for p in sorted(self.policies.values(), key=lambda p: (-p.spec.priority, p.name))
         ]
 
     def start(self) -> None:
@@ -174,9 +196,9 @@ class PolicyService:
             await self.scheduling.clock.sleep(POLICY_TICK_S)
             if not self.active():
                 continue
-            for policy in sorted(self.policies.values(), key=lambda p: -p.priority):
+            for policy in sorted(self.policies.values(), key=lambda p: -p.spec.priority):
                 now = self.scheduling.now()
-                if policy.phase in ("Disabled",) or now < policy.next_run:
+                if policy.phase == PolicyPhase.DISABLED or now < policy.next_run:
                     continue
                 try:
                     await self.run_once(policy)
@@ -190,7 +212,12 @@ class PolicyService:
         stores = self.local_stores() if self.propose is not None and self.local_stores else None
         view = await self.view() if self.view is not None else svc.view
         snapshot = self.encoder.encode(
-            view, coord.controller, now, policy.config, policy.max_proposals, store_ids=stores
+            view,
+            coord.controller,
+            now,
+            dict(policy.spec.config),
+            policy.spec.max_proposals,
+            store_ids=stores,
         )
         result = await asyncio.to_thread(policy.instance.run, snapshot.data)
         if self.policies.get(policy.name) is not policy:
@@ -198,30 +225,37 @@ class PolicyService:
         if not self.active():
             return  # lost the role (or, store-scoped, its stores) while it ran
         policy.runs += 1
-        policy.last_run_ms = getattr(result, "wall_ms", 0.0)
+        policy.last_run_ms = result.wall_ms
         policy.next_run = svc.now() + policy.interval_s
-        if hasattr(result, "kind"):
-            policy.failures += 1
-            policy.last_error = f"{result.kind}: {result.message}"
-            log.warning(
-                "policy failed",
-                extra={"policy": policy.name, "kind": result.kind, "error": result.message},
-            )
-            if policy.failure_strategy == "Disable":
-                policy.phase = "Disabled"
-            elif policy.failure_strategy == "Retry":
-                policy.next_run = svc.now() + policy.interval_s * min(32, 2**policy.failures)
-                policy.phase = "Failed"
-            if self.on_failure is not None:
-                self.on_failure(policy, str(result.kind), str(result.message))
+        if isinstance(result, PolicyFailure):
+            self._failed(policy, result)
             return
-        policy.phase = "Running"
+        policy.phase = PolicyPhase.RUNNING
         if self.propose is not None:
             await self._propose(policy, snapshot.leader_of, result.proposals)
             return
         for prop in result.proposals:
             ok, why = admit(svc, policy.name, prop)
             self._count(policy, prop, ok, why)
+
+    def _failed(self, policy: LoadedPolicy, failure: PolicyFailure) -> None:
+        policy.failures += 1
+        policy.last_error = f"{failure.kind}: {failure.message}"
+        log.warning(
+            "policy failed",
+            extra={"policy": policy.name, "kind": failure.kind, "error": failure.message},
+        )
+        match policy.spec.failure_strategy:
+            case FailureStrategy.DISABLE:
+                policy.phase = PolicyPhase.DISABLED
+            case FailureStrategy.RETRY:
+                backoff = min(MAX_BACKOFF_INTERVALS, 2**policy.failures)
+                policy.next_run = self.scheduling.now() + policy.interval_s * backoff
+                policy.phase = PolicyPhase.FAILED
+            case FailureStrategy.IGNORE:
+                pass  # the next interval runs it as usual
+        if self.on_failure is not None:
+            self.on_failure(policy, failure)
 
     async def _propose(
         self,

@@ -148,6 +148,7 @@ class SchedulingService:
         for store_id, cmd in sends:
             if self.sink.send(store_id, cmd):
                 self.sent += 1
+                self.coordinator.controller.delivered(cmd.region_id, self.now())
             else:
                 self.undelivered += 1
 

@@ -85,9 +85,6 @@ def test_install_run_operator_with_chart_rbac_and_uninstall(
     old = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(sa_kubeconfig)
     os.environ["KUBEPD_SIDECAR_CLUSTERROLE"] = "kp-kubepd-sidecar"  # as the chart's Deployment
-    import pd_operator.handlers as handlers
-
-    handlers._client = None
     try:
         with KopfRunner(
             ["run", "--standalone", "-n", ns, "-m", "pd_operator.handlers"], timeout=30
@@ -144,7 +141,6 @@ def test_install_run_operator_with_chart_rbac_and_uninstall(
         )
         assert denied.returncode != 0 and "forbidden" in denied.stderr
     finally:
-        handlers._client = None
         os.environ.pop("KUBEPD_SIDECAR_CLUSTERROLE", None)
         if old is None:
             os.environ.pop("KUBECONFIG", None)

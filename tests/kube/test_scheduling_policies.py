@@ -304,7 +304,7 @@ async def test_bad_modules_fail_in_status_and_nothing_else_stops(
     st = await pol.until("junk", failed("not a valid Wasm module", "LoadFailed"))
     assert st["moduleDigest"] == f"sha256:{sha(b'this is not a wasm module')}"
     await pol.until("wrong-abi", failed("ABI version", "LoadFailed"))
-    await pol.until("bad-sha", failed(f"spec.module.sha256 says {sha(evict)}", "ModuleUnavailable"))
+    await pol.until("bad-sha", failed(f"the spec says {sha(evict)}", "LoadFailed"))
     await pol.until("gone", failed("HTTP 404", "ModuleUnavailable"))
     await pol.until("oci", failed("not supported", "ModuleUnavailable"))
     await pol.until("from-cm", failed("ConfigMap modules not found", "ModuleUnavailable"))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pdcore.domain.commands import ChangePeer, ChangePeerV2, ConfChangeType, TransferLeader
 from pdcore.domain.region import Peer
-from pdcore.scheduling.controller import OperatorController
+from pdcore.scheduling.controller import OperatorController, Send
 from pdcore.scheduling.operator import OpStatus, move_peer
 from pdsim.model import SimRegion
 from tests.unit.scheduling.helpers import NOW, cluster, store
@@ -63,7 +63,14 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
     op = move_peer(c.tree.get(1), 1, 4, 99, "prop", joint=joint)  # type: ignore[arg-type]
     assert ctrl.add(op, NOW) is None
     now = NOW
-    pending = ctrl.dispatch(c.tree.get(1), now, force=True)  # type: ignore[arg-type]
+
+    def sent(sends: list[Send]) -> list[Send]:
+        """Every command reaches the leader's stream (the service reports it)."""
+        for _, cmd in sends:
+            ctrl.delivered(cmd.region_id, now)
+        return sends
+
+    pending = sent(ctrl.dispatch(c.tree.get(1), now, force=True))  # type: ignore[arg-type]
     for ev in events:
         if op.status.finished:
             break
@@ -77,16 +84,16 @@ def test_operator_state_machine(events: list[str], joint: bool, leader_moves: bo
         elif ev == "wait":
             now += 30
         if ev == "tick":
-            pending = ctrl.tick(now)
+            pending = sent(ctrl.tick(now))
             continue
         if ev == "drop":
             continue  # PD never hears of this change
         region = sim.to_region()
         c.tree.put(region)
-        pending = ctrl.dispatch(region, now)
+        pending = sent(ctrl.dispatch(region, now))
         if ev == "repeat":
             c.tree.put(region)
-            pending = ctrl.dispatch(region, now) or pending
+            pending = sent(ctrl.dispatch(region, now)) or pending
         # Safety whatever happens: a majority of the voters is always there.
         assert sum(1 for p in sim.peers if p.role == 0) >= 2
     if op.status == OpStatus.SUCCESS:

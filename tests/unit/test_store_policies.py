@@ -11,9 +11,11 @@ from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.domain.commands import RegionCommand
 from pdcore.policy.abi import Proposal, ProposalKind
+from pdcore.policy.outcome import PolicyResult
+from pdcore.policy.spec import PolicySpec
 from pdcore.proto import kubepdpb_pb2
 from pdcore.scheduling.cluster import MemoryCluster
-from pdcore.service.policies import LoadedPolicy, PolicyService
+from pdcore.service.policies import LoadedPolicy, PolicyService, admit
 from pdcore.service.scheduling import SchedulingService
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
 
@@ -86,12 +88,6 @@ def test_the_holder_admits_a_valid_proposal_and_says_why_it_refuses_others() -> 
     assert not ok and why
 
 
-@dataclass
-class Result:
-    proposals: list[Proposal]
-    wall_ms: float = 1.0
-
-
 class Module:
     digest = "d"
 
@@ -99,9 +95,9 @@ class Module:
         self.proposals = proposals
         self.region_counts: list[int] = []
 
-    def run(self, snapshot: bytes) -> Result:
+    def run(self, snapshot: bytes) -> PolicyResult:
         self.region_counts.append(int.from_bytes(snapshot[12:16], "little"))
-        return Result(self.proposals)
+        return PolicyResult(self.proposals, fuel_used=0, wall_ms=1.0)
 
 
 async def test_a_store_scoped_run_sees_its_own_regions_and_proposes_remotely() -> None:
@@ -119,7 +115,10 @@ async def test_a_store_scoped_run_sees_its_own_regions_and_proposes_remotely() -
         Proposal(ProposalKind.TRANSFER_LEADER, 1, 1, 1, 0, 3, "b"),
     ]
     module = Module(props)
-    policy = LoadedPolicy("p", module, {}, 1.0, "Disable", 8, scope="store")
+    spec = PolicySpec.parse(
+        {"name": "p", "module": b"\0asm", "interval_s": 1.0, "max_proposals": 8, "scope": "store"}
+    )
+    policy = LoadedPolicy(spec, module)
     service.put(policy)
     await service.run_once(policy)
     assert module.region_counts == [1]  # region 2 is led by store 2, not local
@@ -156,3 +155,27 @@ async def test_warning_events_are_rate_limited_per_reason_and_object() -> None:
     ]
     assert all(e["type"] == "Warning" for e in client.created)
     assert client.created[0]["message"] == "trap: 1"
+
+
+def test_local_and_proposed_operators_are_admitted_by_the_same_path() -> None:
+    """A cluster-scoped policy's proposal (admit here) and a sidecar's (ProposeService)
+    get the same verdicts; the proposing store's lead is the only extra condition."""
+    cases = [(1, 2, 9), (1, 1, 1), (1, 4, 1), (2, 4, 1), (1, 2, 1)]
+    verdicts = []
+    for local in (True, False):
+        svc, _ = scheduling()
+        ps = ProposeService(svc, lambda: 7)
+        out = []
+        for region_id, target, version in cases:
+            leader = svc.view.tree.get(region_id)
+            assert leader is not None
+            wire = proposal(region_id, target, version=version)
+            if local:
+                prop = Proposal(ProposalKind.TRANSFER_LEADER, region_id, 1, version, 0, target, "")
+                out.append(admit(svc, "p", prop))
+            else:
+                out.append(ps.admit("p", leader.leader_store_id, wire))
+        verdicts.append(out)
+        assert svc.coordinator.controller.running[1].scheduler == "policy:p"
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0][-1] == (True, "") and not any(ok for ok, _ in verdicts[0][:-1])

@@ -133,7 +133,7 @@ async def test_hostile_policies_are_contained_while_others_run(policies: Path) -
             env,
             "loop",
             policies / "loop.wat",
-            limits={"timeout_ms": 100, "fuel": 10**12},
+            limits={"timeout_ms": 100, "fuel": 10**11},
             failure_strategy="Retry",
         )
         await add(http, env, "unsafe", policies / "unsafe.wat", failure_strategy="Ignore")
@@ -163,7 +163,7 @@ async def test_hostile_policies_are_contained_while_others_run(policies: Path) -
                     "module": base64.b64encode((policies / "trap.wat").read_bytes()).decode(),
                     "sha256": "0" * 64,
                 },
-                "does not match",
+                "the spec says",
             ),
         ]:
             async with http.post(env.base + "/policies", json=bad) as r:
@@ -174,7 +174,8 @@ def test_wasm_balance_leader_matches_the_builtin_on_the_case(policies: Path) -> 
     """The balance-leader scenario, once with the built-in scheduler and once with it
     replaced by the Wasm policy: both meet the case's predicate (every store within 5 %
     of the mean) with a similar number of moves."""
-    from pdcore.adapters.wasm.host import Limits, PolicyInstance
+    from pdcore.adapters.wasm.host import instantiate
+    from pdcore.policy.spec import PolicySpec
     from pdcore.service.policies import LoadedPolicy
     from pdsim.cases import get
 
@@ -182,12 +183,15 @@ def test_wasm_balance_leader_matches_the_builtin_on_the_case(policies: Path) -> 
 
     def use_wasm(server: PdServer) -> None:
         server.node.scheduling.coordinator.remove_scheduler("balance-leader-scheduler")  # type: ignore[union-attr]
-        inst = PolicyInstance(
-            server.wasm_host, (policies / "balance_leader.wasm").read_bytes(), Limits()
+        spec = PolicySpec.parse(
+            {
+                "name": "wasm-balance",
+                "module": (policies / "balance_leader.wasm").read_bytes(),
+                "config": {"batch": 4, "tolerance": 5},
+                "interval_s": 1.0,
+            }
         )
-        server.policies.put(
-            LoadedPolicy("wasm-balance", inst, {"batch": 4, "tolerance": 5}, 1.0, "Disable", 64)
-        )
+        server.policies.put(LoadedPolicy(spec, instantiate(server.wasm_host, spec)))
 
     case = get("balance-leader")
     case.prepare_server = use_wasm

@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pdcore.adapters.wasm.host import Limits, PolicyInstance, PolicyLoadError, WasmHost
+from pdcore.adapters.wasm.host import PolicyLoadError, WasmHost, instantiate
+from pdcore.policy.spec import PolicySpec, PolicySpecError, map_keys
 from pdcore.service.policies import LoadedPolicy, PolicyService
 
 PREFIX = "/pd/api/v1"
@@ -21,46 +22,39 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+# This API's key spellings of PolicySpec's fields ("module" is base64, decoded here).
+HTTP_SPELLING = {
+    "name": "name",
+    "sha256": "sha256",
+    "config": "config",
+    "interval_s": "interval_s",
+    "priority": "priority",
+    "failure_strategy": "failure_strategy",
+    "limits.fuel": "fuel",
+    "limits.memory_mib": "memory_mib",
+    "limits.timeout_ms": "timeout_ms",
+    "limits.max_proposals": "max_proposals",
+}
+
+
+def spec_from_body(body: dict[str, Any]) -> PolicySpec:
+    """The spec a request body asks for; PolicySpecError says what is wrong."""
+    fields = map_keys(body, HTTP_SPELLING)
+    if "module" in body:
+        try:
+            fields["module"] = base64.b64decode(body["module"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise PolicySpecError('"module" must be the base64 of a Wasm module') from None
+    return PolicySpec.parse(fields)
+
+
 def load_policy(host: WasmHost, body: dict[str, Any]) -> LoadedPolicy:
     """Build a policy from the request body; ValueError says what is wrong."""
-    name = body.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError('"name" is required')
+    spec = spec_from_body(body)
     try:
-        wasm = base64.b64decode(body.get("module", ""), validate=True)
-    except (binascii.Error, TypeError):
-        raise ValueError('"module" must be the base64 of a Wasm module') from None
-    if not wasm:
-        raise ValueError('"module" is required')
-    config = body.get("config", {})
-    if not isinstance(config, dict):
-        raise ValueError('"config" must be a JSON object')
-    lim = body.get("limits", {})
-    if not isinstance(lim, dict):
-        raise ValueError('"limits" must be an object')
-    try:
-        limits = Limits(
-            fuel=int(lim.get("fuel", 100_000_000)),
-            memory_bytes=int(lim.get("memory_mib", 64)) << 20,
-            timeout_ms=int(lim.get("timeout_ms", 500)),
-            max_proposals=int(lim.get("max_proposals", 64)),
-        )
-        interval = float(body.get("interval_s", 10.0))
-    except (TypeError, ValueError):
-        raise ValueError("limits and interval_s must be numbers") from None
-    try:
-        instance = PolicyInstance(host, wasm, limits, body.get("sha256"))
+        return LoadedPolicy(spec, instantiate(host, spec))
     except PolicyLoadError as e:
         raise ValueError(str(e)) from None
-    return LoadedPolicy(
-        name=name,
-        instance=instance,
-        config=config,
-        interval_s=interval,
-        failure_strategy=str(body.get("failure_strategy", "Disable")),
-        max_proposals=limits.max_proposals,
-        priority=int(body.get("priority", 50)),
-    )
 
 
 async def list_policies(request: web.Request) -> web.Response:

@@ -32,7 +32,15 @@ from pdcore.adapters.kube import convert, kinds, watching
 from pdcore.adapters.kube.client import ApiError, KubeClient, NotFound, Obj
 from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.policy_modules import ModuleSources, ModuleUnavailable, digest_of
-from pdcore.service.policies import LoadedPolicy, PolicyService, Proposer, ViewSource
+from pdcore.policy.outcome import FailureKind, PolicyFailure
+from pdcore.policy.spec import PolicySpec, map_keys
+from pdcore.service.policies import (
+    LoadedPolicy,
+    PolicyPhase,
+    PolicyService,
+    Proposer,
+    ViewSource,
+)
 from pdcore.service.scheduling import SchedulingService
 
 if TYPE_CHECKING:
@@ -72,12 +80,32 @@ class Entry:
         return self.uid, self.generation
 
 
+# The CR's key spellings of PolicySpec's fields (the module's bytes come from its source).
+CR_SPELLING = {
+    "module.sha256": "sha256",
+    "config": "config",
+    "scope": "scope",
+    "intervalSeconds": "interval_s",
+    "priority": "priority",
+    "failureStrategy": "failure_strategy",
+    "limits.fuel": "fuel",
+    "limits.memoryMiB": "memory_mib",
+    "limits.timeoutMillis": "timeout_ms",
+    "limits.maxProposals": "max_proposals",
+}
+
+
+def spec_from_object(name: str, spec: Obj, wasm: bytes) -> PolicySpec:
+    """The spec a SchedulingPolicy object asks for; PolicySpecError says what is wrong."""
+    return PolicySpec.parse({**map_keys(spec, CR_SPELLING), "name": name, "module": wasm})
+
+
 def object_key(obj: Obj) -> tuple[str, int]:
     meta = obj["metadata"]
     return str(meta.get("uid", "")), int(meta.get("generation", 0))
 
 
-FAILURE_REASONS = {"trap": "PolicyTrapped", "deadline": "PolicyTimedOut"}
+FAILURE_REASONS = {FailureKind.TRAP: "PolicyTrapped", FailureKind.DEADLINE: "PolicyTimedOut"}
 
 
 class SchedulingPolicyResources:
@@ -122,13 +150,13 @@ class SchedulingPolicyResources:
         """Whether this process writes status and posts events (the role's holder)."""
         return self.active()
 
-    def _failed(self, policy: LoadedPolicy, kind: str, message: str) -> None:
+    def _failed(self, policy: LoadedPolicy, failure: PolicyFailure) -> None:
         obj = self.objects.get(policy.name)
         if obj is None or self.events is None:
             return
-        reason = FAILURE_REASONS.get(kind, "PolicyFailed")
-        self.events.warn(obj, reason, f"{self._where()}{kind}: {message}")
-        if policy.phase == "Disabled":
+        reason = FAILURE_REASONS.get(failure.kind, "PolicyFailed")
+        self.events.warn(obj, reason, f"{self._where()}{failure.kind}: {failure.message}")
+        if policy.phase == PolicyPhase.DISABLED:
             self.events.warn(
                 obj, "PolicyDisabled", f"{self._where()}failureStrategy Disable stopped it"
             )
@@ -249,38 +277,16 @@ class SchedulingPolicyResources:
 
     # -- the module's bytes and the sandbox -------------------------------------------------
     def _build(self, name: str, spec: Obj, wasm: bytes) -> LoadedPolicy:
-        """Compile, instantiate and check the ABI (in a worker thread); ValueError says
-        why the module is refused. The same checks as `kubepd policy add`."""
+        """Validate, compile, instantiate and check the ABI (in a worker thread);
+        ValueError says why the module is refused. The same checks as `kubepd policy add`."""
         # Imported here: this module must import without wasmtime (see start_policies).
-        from pdcore.adapters.wasm.host import Limits, PolicyInstance, PolicyLoadError
+        from pdcore.adapters.wasm.host import PolicyLoadError, instantiate
 
-        lim = spec.get("limits") or {}
-        config = spec.get("config") or {}
-        if not isinstance(config, dict):
-            raise ValueError("spec.config must be an object")
+        policy_spec = spec_from_object(name, spec, wasm)
         try:
-            limits = Limits(
-                fuel=int(lim.get("fuel", 100_000_000)),
-                memory_bytes=int(lim.get("memoryMiB", 64)) << 20,
-                timeout_ms=int(lim.get("timeoutMillis", 500)),
-                max_proposals=int(lim.get("maxProposals", 64)),
-            )
-            instance = PolicyInstance(self.host, wasm, limits)
+            return LoadedPolicy(policy_spec, instantiate(self.host, policy_spec))
         except PolicyLoadError as e:
             raise ValueError(str(e)) from None
-        except Exception as e:  # a trap at instantiation, limits below the module's needs
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"the module could not be instantiated: {first}") from None
-        return LoadedPolicy(
-            name=name,
-            instance=instance,
-            config=config,
-            interval_s=float(spec.get("intervalSeconds", 10)),
-            failure_strategy=str(spec.get("failureStrategy", "Disable")),
-            max_proposals=limits.max_proposals,
-            scope=self.scope,
-            priority=int(spec.get("priority", 50)),
-        )
 
     # -- status --------------------------------------------------------------------------
     async def _status_loop(self) -> None:
@@ -364,7 +370,8 @@ class SchedulingPolicyResources:
         p = entry.policy
         off = entry.offset or (0, 0, 0)
         if p is None:
-            phase, runs, accepted, rejected = ("Failed" if entry.error else "Pending"), 0, 0, 0
+            phase = PolicyPhase.FAILED if entry.error else PolicyPhase.PENDING
+            runs, accepted, rejected = 0, 0, 0
             error = entry.error
         else:
             phase, error = p.phase, p.last_error
@@ -373,7 +380,7 @@ class SchedulingPolicyResources:
         if entry.ready[:2] != (ready, reason) or not entry.ready[2]:
             entry.ready = (ready, reason, convert.format_time(now))
         status: Obj = {
-            "phase": phase,
+            "phase": phase.value,
             "runs": runs,
             "proposalsAccepted": accepted,
             "proposalsRejected": rejected,
@@ -397,7 +404,7 @@ class SchedulingPolicyResources:
         return status
 
     @staticmethod
-    def _ready(entry: Entry, phase: str, error: str) -> tuple[str, str, str]:
+    def _ready(entry: Entry, phase: PolicyPhase, error: str) -> tuple[str, str, str]:
         """The Ready condition: status, reason, message."""
         p = entry.policy
         if p is None:
@@ -405,16 +412,26 @@ class SchedulingPolicyResources:
                 return "False", "Loading", "reading and compiling the module"
             reason = "ModuleUnavailable" if entry.retry or not entry.digest else "LoadFailed"
             return "False", reason, entry.error
-        if phase == "Disabled":
+        if phase == PolicyPhase.DISABLED:
             return "False", "Disabled", f"failureStrategy Disable stopped it after: {error}"
-        if phase == "Failed":
+        if phase == PolicyPhase.FAILED:
             return "False", "RunFailed", f"failed, retried with backoff: {error}"
-        if phase == "Running":
+        if phase == PolicyPhase.RUNNING:
             return "True", "Running", f"runs every {p.interval_s:g}s"
         return "True", "Loaded", "loaded; waiting for its first run"
 
 
-PHASE_ORDER = ("Failed", "Disabled", "Running", "Loaded", "Pending")
+# The worst phase first: the sum over sidecars shows any store's trouble.
+PHASE_ORDER = tuple(
+    p.value
+    for p in (
+        PolicyPhase.FAILED,
+        PolicyPhase.DISABLED,
+        PolicyPhase.RUNNING,
+        PolicyPhase.LOADED,
+        PolicyPhase.PENDING,
+    )
+)
 
 
 class StorePolicyResources(SchedulingPolicyResources):

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +22,9 @@ from typing import Any
 
 import grpc
 
+from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx
 from pdcore.adapters.sidecar.leader_link import address_of, url_of
-from pdcore.adapters.storage import serde
 from pdcore.policy.abi import Proposal, ProposalKind
 from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc
 from pdcore.scheduling.cluster import ClusterView, MemoryCluster
@@ -71,14 +70,11 @@ class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
         return kubepdpb_pb2.ProposeResponse(verdicts=verdicts)
 
     def admit(self, policy: str, store_id: int, p: Any) -> tuple[bool, str]:
+        """Decode the wire proposal; the admission itself is the local policies' own."""
         try:
             kind = ProposalKind(p.kind)
         except ValueError:
             return False, f"unknown proposal kind {p.kind}"
-        region = self.scheduling.view.tree.get(p.region_id)
-        # A store's policy acts on the regions its store leads, nothing else.
-        if region is not None and region.leader_store_id != store_id:
-            return False, f"region {p.region_id} is not led by store {store_id}"
         prop = Proposal(
             kind,
             p.region_id,
@@ -88,7 +84,7 @@ class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
             p.target_store,
             p.reason,
         )
-        return admit(self.scheduling, policy, prop)
+        return admit(self.scheduling, policy, prop, leading_store=store_id)
 
 
 class Proposer:
@@ -185,7 +181,7 @@ class LeaderStores:
         except grpc.aio.AioRpcError as e:
             log.info("stores not read from the pd-leader: %s", e.details())
             return self.local  # its own stores at least are current
-        stores = (serde.store_with_stats_from_json(json.loads(s)) for s in resp.stores_json)
+        stores = (codec.store_info_from_pb(s) for s in resp.stores)
         self._cached = MemoryCluster(self.local.tree, self.local.config, {s.id: s for s in stores})
         self._at = time.monotonic()
         return self._cached

@@ -4,14 +4,13 @@ a bounded rate, too seldom for scheduling) and the regions' approximate sizes.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx
-from pdcore.adapters.storage import serde
 from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc
 from pdcore.service.node import PdNode
 
@@ -46,5 +45,5 @@ class StoreFeed(kubepdpb_pb2_grpc.LeaderServicer):  # type: ignore[misc]
     async def GetStores(self, request: Any, context: Ctx) -> Any:
         await self._check(request, context)
         return kubepdpb_pb2.GetStoresResponse(
-            stores_json=[json.dumps(serde.store_with_stats_to_json(s)) for s in self.node.stores()]
+            stores=[codec.store_info_to_pb(s) for s in self.node.stores()]
         )

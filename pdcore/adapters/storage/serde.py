@@ -14,10 +14,9 @@ from pdcore.domain.config import ClusterConfig, ReplicationConfig, ScheduleConfi
 from pdcore.domain.gc import GcState, ServiceSafePoint
 from pdcore.domain.keyspace import Keyspace, KeyspaceState
 from pdcore.domain.region import FlowStats, Peer, PeerRole, PeerStats, Region, RegionEpoch
-from pdcore.domain.store import NodeState, Store, StoreState, StoreStats
+from pdcore.domain.store import NodeState, Store, StoreState
 
 Json = dict[str, Any]
-_STATS_FIELDS = {f.name for f in dataclasses.fields(StoreStats)}
 
 
 def peer_to_json(p: Peer) -> list[int]:
@@ -77,16 +76,6 @@ def store_to_json(s: Store) -> Json:
         "last_heartbeat": s.last_heartbeat_ns,
         "physically_destroyed": s.physically_destroyed,
     }
-
-
-def store_with_stats_to_json(s: Store) -> Json:
-    """A store with its heartbeat figures, for schedulers outside the pd-leader."""
-    return {**store_to_json(s), "stats": dataclasses.asdict(s.stats)}
-
-
-def store_with_stats_from_json(d: Json) -> Store:
-    stats = StoreStats(**{k: v for k, v in d.get("stats", {}).items() if k in _STATS_FIELDS})
-    return store_from_json(d).with_(stats=stats)
 
 
 def store_from_json(d: Json) -> Store:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
 
-from pdcore.policy.abi import ABI_VERSION, Proposal, ProposalFormatError, decode_proposals
+from pdcore.policy.abi import ABI_VERSION, ProposalFormatError, decode_proposals
+from pdcore.policy.outcome import FailureKind, PolicyFailure, PolicyResult, RunOutcome
+from pdcore.policy.spec import PolicySpec
+
+__all__ = ["Limits", "PolicyFailure", "PolicyInstance", "PolicyLoadError", "PolicyResult"]
 
 EPOCH_TICK_S = 0.01
 REQUIRED_EXPORTS = (
@@ -27,6 +31,14 @@ REQUIRED_EXPORTS = (
     "kubepd_reset",
     "kubepd_schedule",
 )
+
+
+# Traps whose code says more than "the guest trapped".
+TRAP_KINDS = {
+    wasmtime.TrapCode.OUT_OF_FUEL: FailureKind.FUEL,
+    wasmtime.TrapCode.INTERRUPT: FailureKind.DEADLINE,
+    wasmtime.TrapCode.ALLOCATION_TOO_LARGE: FailureKind.MEMORY,
+}
 
 
 class PolicyLoadError(Exception):
@@ -39,21 +51,6 @@ class Limits:
     memory_bytes: int = 64 << 20
     timeout_ms: int = 500
     max_proposals: int = 64
-
-
-@dataclass
-class PolicyResult:
-    proposals: list[Proposal]
-    fuel_used: int
-    wall_ms: float
-    logs: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PolicyFailure:
-    kind: str  # trap | fuel | memory | deadline | malformed_output | abi
-    message: str
-    wall_ms: float = 0.0
 
 
 class _Ticker:
@@ -83,14 +80,8 @@ class WasmHost:
         self.compiles = 0
         self._ticker = _Ticker(self.engine)
 
-    def compile(
-        self, wasm: bytes, expected_sha256: str | None = None
-    ) -> tuple[str, wasmtime.Module]:
+    def compile(self, wasm: bytes) -> tuple[str, wasmtime.Module]:
         digest = hashlib.sha256(wasm).hexdigest()
-        if expected_sha256 and expected_sha256.lower() != digest:
-            raise PolicyLoadError(
-                f"module digest {digest} does not match the expected {expected_sha256}"
-            )
         module = self._modules.get(digest)
         if module is None:
             try:
@@ -114,12 +105,10 @@ class WasmHost:
 class PolicyInstance:
     """One loaded policy: its module, limits, and a reusable instance."""
 
-    def __init__(
-        self, host: WasmHost, wasm: bytes, limits: Limits, expected_sha256: str | None = None
-    ) -> None:
+    def __init__(self, host: WasmHost, wasm: bytes, limits: Limits) -> None:
         self.host = host
         self.limits = limits
-        self.digest, self.module = host.compile(wasm, expected_sha256)
+        self.digest, self.module = host.compile(wasm)
         self._store: wasmtime.Store | None = None
         self._exports: dict[str, Any] = {}
         self._logs: list[str] = []
@@ -159,12 +148,12 @@ class PolicyInstance:
         assert self._store is not None
         return self._exports[name](self._store, *args)
 
-    def run(self, snapshot: bytes) -> PolicyResult | PolicyFailure:
+    def run(self, snapshot: bytes) -> RunOutcome:
         """One policy run; thread-safe (runs are serialised per instance)."""
         with self._lock:
             return self._run(snapshot)
 
-    def _run(self, snapshot: bytes) -> PolicyResult | PolicyFailure:
+    def _run(self, snapshot: bytes) -> RunOutcome:
         t0 = time.perf_counter()
         if self._store is None:
             self._instantiate()
@@ -179,23 +168,23 @@ class PolicyInstance:
             ptr = self._call("kubepd_alloc", len(snapshot))
             if not ptr:
                 return self._fail(
-                    "memory",
+                    FailureKind.MEMORY,
                     f"the module could not allocate {len(snapshot)} bytes for the snapshot",
                     t0,
                 )
             mem.write(store, snapshot, ptr)
             packed = self._call("kubepd_schedule", ptr, len(snapshot))
-        except wasmtime.Trap as e:
-            return self._trap(e, t0)
-        except wasmtime.WasmtimeError as e:
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
             return self._trap(e, t0)
         except (IndexError, ValueError) as e:
-            return self._fail("memory", f"snapshot does not fit the module's memory: {e}", t0)
+            return self._fail(
+                FailureKind.MEMORY, f"snapshot does not fit the module's memory: {e}", t0
+            )
         out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
         size = mem.data_len(store)
         if out_ptr + out_len > size or out_len > 16 << 20:
             return self._fail(
-                "malformed_output",
+                FailureKind.MALFORMED_OUTPUT,
                 f"proposals at {out_ptr}+{out_len} lie outside memory of {size} bytes",
                 t0,
             )
@@ -203,26 +192,20 @@ class PolicyInstance:
         try:
             proposals = decode_proposals(data, self.limits.max_proposals)
         except ProposalFormatError as e:
-            return self._fail("malformed_output", str(e), t0)
+            return self._fail(FailureKind.MALFORMED_OUTPUT, str(e), t0)
         fuel_left = store.get_fuel()
         return PolicyResult(
             proposals, self.limits.fuel - fuel_left, (time.perf_counter() - t0) * 1000, self._logs
         )
 
     def _trap(self, e: Exception, t0: float) -> PolicyFailure:
-        text = str(e)
-        low = text.lower()
-        if "fuel" in low:
-            kind = "fuel"
-        elif "epoch" in low or "interrupt" in low:
-            kind = "deadline"
-        elif "memory" in low or "grow" in low or "out of bounds" in low:
-            kind = "memory" if "grow" in low or self._memory_full() else "trap"
-        else:
-            kind = "trap"
-        if kind == "trap" and self._memory_full():
-            kind = "memory"
-        return self._fail(kind, " ".join(text.split())[:300] or kind, t0)
+        """Classify by the trap's code; a guest that traps (commonly `unreachable`)
+        after its memory could not grow any further ran out of memory."""
+        code = e.trap_code if isinstance(e, wasmtime.Trap) else None
+        kind = TRAP_KINDS.get(code, FailureKind.TRAP) if code is not None else FailureKind.TRAP
+        if kind == FailureKind.TRAP and self._memory_full():
+            kind = FailureKind.MEMORY
+        return self._fail(kind, " ".join(str(e).split())[:300] or kind, t0)
 
     def _memory_full(self) -> bool:
         try:
@@ -232,6 +215,19 @@ class PolicyInstance:
         except Exception:
             return False
 
-    def _fail(self, kind: str, message: str, t0: float) -> PolicyFailure:
+    def _fail(self, kind: FailureKind, message: str, t0: float) -> PolicyFailure:
         self._store = None  # never reuse an instance that misbehaved
         return PolicyFailure(kind, message, (time.perf_counter() - t0) * 1000)
+
+
+def instantiate(host: WasmHost, spec: PolicySpec) -> PolicyInstance:
+    """The sandbox for a validated spec; PolicyLoadError says why the module is refused
+    (it does not compile, lacks an export, speaks another ABI, traps when started)."""
+    limits = Limits(spec.fuel, spec.memory_bytes, spec.timeout_ms, spec.max_proposals)
+    try:
+        return PolicyInstance(host, spec.module, limits)
+    except PolicyLoadError:
+        raise
+    except Exception as e:  # a trap at instantiation, limits below the module's needs
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise PolicyLoadError(f"the module could not be instantiated: {first}") from None

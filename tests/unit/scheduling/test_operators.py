@@ -24,7 +24,9 @@ def test_transfer_leader_sent_then_finished_by_heartbeat() -> None:
     assert ctrl.add(op, NOW) is None
     sends = ctrl.dispatch(r, NOW, force=True)
     assert len(sends) == 1 and sends[0][0] == 1 and isinstance(sends[0][1].body, TransferLeader)
-    assert sends[0][1].epoch == r.epoch and op.status == OpStatus.STARTED
+    assert sends[0][1].epoch == r.epoch and op.status == OpStatus.CREATED  # not delivered yet
+    ctrl.delivered(1, NOW)
+    assert op.status == OpStatus.STARTED and op.started_at == NOW
     assert ctrl.dispatch(r, NOW + 0.5) == []  # no re-send before 2 s
     assert len(ctrl.dispatch(r, NOW + 2.5)) == 1  # re-sent
     moved = r.with_(leader=r.peer_on(2))
@@ -88,6 +90,7 @@ def test_step_timeout() -> None:
     op = transfer_leader(r, 2, "test")
     ctrl.add(op, NOW)
     ctrl.dispatch(r, NOW, force=True)
+    ctrl.delivered(1, NOW)
     assert ctrl.tick(NOW + 59) != [] and op.status == OpStatus.STARTED  # re-sent, still going
     ctrl.tick(NOW + 61)
     assert op.status == OpStatus.TIMEOUT and "timed out" in op.end_reason
@@ -175,6 +178,7 @@ def test_operator_to_a_store_that_can_no_longer_take_it_is_cancelled(
     op = move_peer(r, 3, 4, 99, "test")
     ctrl.add(op, NOW)
     assert ctrl.dispatch(r, NOW, force=True) != []  # add-learner on store 4 sent
+    ctrl.delivered(1, NOW)
     c.add_stores([store(4, **change)])  # type: ignore[arg-type]
     ctrl.tick(NOW + 6)
     if why:
