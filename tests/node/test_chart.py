@@ -8,10 +8,13 @@ The tests of this module run in order on one release and one TiKVCluster."""
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import json
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +32,8 @@ VERSION = "0.1.0"
 SELECTOR = f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=tikv"
 # The first test also builds what the session's node needs (cold: the images, minutes).
 pytestmark = pytest.mark.timeout(1800)
+# When `helm install` started: the benchmark "helm install → bootstrapped cluster".
+HELM_INSTALLED: list[float] = []
 
 CLUSTER_YAML = f"""
 apiVersion: kubepd.io/v1alpha1
@@ -104,6 +109,7 @@ def stores_up(node: Node) -> list[dict[str, Any]]:
 def release(node: Node) -> Iterator[Node]:
     node.kubectl("create", "namespace", NS)
     t0 = time.monotonic()
+    HELM_INSTALLED.append(t0)
     node.helm(
         "install",
         RELEASE,
@@ -139,7 +145,11 @@ def test_three_store_cluster_bootstraps_with_ready_pods(release: Node) -> None:
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up", 120)
     elapsed = time.monotonic() - t0
     out = release.kubectl("get", "-n", NS, "tikvclusters,tikvstores").stdout
-    print(f"\nTiKVCluster applied → 3 stores Up in {elapsed:.1f} s\n{out}")
+    since_helm = time.monotonic() - HELM_INSTALLED[0]
+    print(
+        f"\nTiKVCluster applied → 3 stores Up in {elapsed:.1f} s; "
+        f"helm install → bootstrapped cluster, 3 stores Up: {since_helm:.1f} s\n{out}"
+    )
     assert out.count(" Up ") == 3, out
     stores = stores_up(release)
     assert sum(int(s["status"].get("regionCount", 0)) for s in stores) == 1, stores
@@ -253,6 +263,46 @@ def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> 
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up after the upgrade", 120)
     after = {s["spec"]["address"]: s["spec"]["storeID"] for s in stores_up(release)}
     assert after == before  # each pod came back as the same store (its volume kept)
+
+
+def test_scheduling_policy_applied_with_kubectl_runs(release: Node) -> None:
+    """A SchedulingPolicy (the example leader balancer, built by policies/build.sh) applied
+    with kubectl: the pd-leader's sidecar loads it and runs it on the real pods' regions,
+    and `kubectl get schedulingpolicies` shows it Running with a growing run count."""
+    subprocess.run(["bash", str(ROOT / "policies" / "build.sh")], check=True, capture_output=True)
+    module = (ROOT / "policies" / "build" / "balance_leader.wasm").read_bytes()
+    policy = {
+        "apiVersion": "kubepd.io/v1alpha1",
+        "kind": "SchedulingPolicy",
+        "metadata": {"name": "balance", "namespace": NS},
+        "spec": {
+            "cluster": CLUSTER,
+            "module": {"inline": base64.b64encode(module).decode()},
+            "config": {"batch": 4, "tolerance": 1},
+            "intervalSeconds": 1,
+        },
+    }
+    release.kubectl("apply", "-f", "-", input=json.dumps(policy))
+
+    def status() -> dict[str, Any]:
+        st: dict[str, Any] = (
+            get_json(release, "schedulingpolicy", "-n", NS, "balance").get("status") or {}
+        )
+        return st
+
+    first = wait_for(
+        lambda: (st := status()).get("phase") == "Running" and int(st.get("runs", 0)) > 0 and st,
+        "the policy Running",
+        120,
+    )
+    assert first.get("lastError", "") == "", first
+    assert first["moduleDigest"] == f"sha256:{hashlib.sha256(module).hexdigest()}", first
+    runs = int(first["runs"])
+    wait_for(lambda: int(status().get("runs", 0)) > runs + 2, "more runs of the policy", 60)
+    out = release.kubectl("get", "schedulingpolicies", "-n", NS).stdout
+    print(f"\n{out}")
+    assert "Running" in out.splitlines()[1], out
+    release.kubectl("delete", "schedulingpolicy", "-n", NS, "balance")
 
 
 def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node) -> None:
