@@ -52,8 +52,13 @@ spec:
 
 
 def wait_for(
-    cond: Callable[[], Any], what: str, timeout: float = 120.0, interval: float = 1.0
+    cond: Callable[[], Any],
+    what: str,
+    timeout: float = 120.0,
+    interval: float = 1.0,
+    detail: Callable[[], str] | None = None,
 ) -> Any:
+    """Poll `cond` until truthy; on timeout say what was last seen (and `detail()`)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -61,7 +66,8 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    more = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r}){more}")
 
 
 def get_json(node: Node, *args: str) -> Any:
@@ -92,6 +98,12 @@ def pods_ready(node: Node, pod: str = "") -> None:
 def pod_ips(node: Node) -> dict[str, str]:
     pods = get_json(node, "pods", "-n", NS, "-l", SELECTOR)["items"]
     return {p["metadata"]["name"]: p["status"].get("podIP", "") for p in pods}
+
+
+def pod(node: Node, name: str) -> dict[str, Any]:
+    """The pod's object ({} when there is none)."""
+    out = node.kubectl("get", "pod", "-n", NS, name, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
 def leader_pod(node: Node) -> str:
@@ -310,6 +322,7 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
     pd-leader, through another pod's sidecar), higher than every one before. Rounds:
     KUBEPD_NODE_FAILOVERS (default 2; the benchmark in docs uses 10)."""
     times = []
+    errors: list[str] = []  # the last TSO error, for a timeout's message
     for _ in range(int(os.environ.get("KUBEPD_NODE_FAILOVERS", "2"))):
         pods_ready(release)
         ips = pod_ips(release)
@@ -319,10 +332,18 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
         def first_ts(addr: str = f"{ips[other]}:2379") -> int:
             try:
                 return tso(addr)
-            except (grpc.RpcError, RuntimeError):
+            except (grpc.RpcError, RuntimeError) as e:
+                errors.append(str(e.details() if isinstance(e, grpc.RpcError) else e))
                 return 0
 
-        before = wait_for(first_ts, f"TSO through {other} before the deletion", 60)
+        def why(pod: str = other) -> str:
+            logs = release.kubectl(
+                "logs", "-n", NS, pod, "-c", "kubepd", "--tail=40", check=False
+            ).stdout
+            return f"last error: {errors[-1:]}; lease: {leader_pod(release)}\n{logs}"
+
+        uid = pod(release, old)["metadata"]["uid"]
+        before = wait_for(first_ts, f"TSO through {other} before the deletion", 60, detail=why)
         t0 = time.monotonic()
         release.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
 
@@ -331,14 +352,22 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
                 return 0
             try:
                 return tso(addr, timeout=0.5)
-            except (grpc.RpcError, RuntimeError):
+            except (grpc.RpcError, RuntimeError) as e:
+                errors.append(str(e.details() if isinstance(e, grpc.RpcError) else e))
                 return 0
 
-        after = wait_for(new_leader_ts, "a new pd-leader serving TSO", 60, interval=0.1)
+        after = wait_for(new_leader_ts, "a new pd-leader serving TSO", 60, interval=0.1, detail=why)
         times.append(time.monotonic() - t0)
         assert after > before
+
         # The StatefulSet brings the pod back; it becomes Ready and its store Up again.
-        wait_for(lambda: old in pod_ips(release), f"{old} recreated", 60)  # noqa: B023
+        # A new pod object (another uid) with an address: the deleted one is listed, and
+        # may still be Ready, while it terminates.
+        def recreated(name: str = old, gone: str = uid) -> bool:
+            p = pod(release, name)
+            return bool(p) and p["metadata"]["uid"] != gone and bool(p["status"].get("podIP"))
+
+        wait_for(recreated, f"{old} recreated", 60)
         pods_ready(release, old)
         wait_for(lambda: len(stores_up(release)) == 3, "three stores Up again", 120)
     times.sort()
