@@ -94,4 +94,4 @@ node-down: setup
 
 ## test-node: the node suite alone (helm install → real pods); needs root
 test-node: setup node-tools
-	KUBEPD_NODE_TESTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/node $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/node $(ARGS)

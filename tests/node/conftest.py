@@ -2,13 +2,12 @@
 session, with the kubepd images built here (scripts/build-image) imported into its
 containerd. Always torn down, also on failure.
 
-Collected only with KUBEPD_NODE_TESTS=1 (`make test-node`): it needs root and builds
-images, so the default `make test` leaves it out. Where the machine cannot run a node
-(not root, no cgroups) the tests are skipped with that reason."""
+Part of `make test` (scripts/test-all installs the node's tools first) and of `make
+test-node` alone. Where the machine cannot run a node (not root, no cgroups) the tests
+are skipped with that reason; anything else that stops the node fails them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,6 @@ import pytest
 from tests.support.node import NODE_BIN, Node, NodeUnavailable, machine_check
 
 ROOT = Path(__file__).resolve().parents[2]
-if os.environ.get("KUBEPD_NODE_TESTS") != "1":
-    collect_ignore_glob = ["test_*.py"]
 
 
 def script(*cmd: str) -> str:

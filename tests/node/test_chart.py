@@ -8,10 +8,13 @@ The tests of this module run in order on one release and one TiKVCluster."""
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import json
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +32,8 @@ VERSION = "0.1.0"
 SELECTOR = f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=tikv"
 # The first test also builds what the session's node needs (cold: the images, minutes).
 pytestmark = pytest.mark.timeout(1800)
+# When `helm install` started: the benchmark "helm install → bootstrapped cluster".
+HELM_INSTALLED: list[float] = []
 
 CLUSTER_YAML = f"""
 apiVersion: kubepd.io/v1alpha1
@@ -47,8 +52,13 @@ spec:
 
 
 def wait_for(
-    cond: Callable[[], Any], what: str, timeout: float = 120.0, interval: float = 1.0
+    cond: Callable[[], Any],
+    what: str,
+    timeout: float = 120.0,
+    interval: float = 1.0,
+    detail: Callable[[], str] | None = None,
 ) -> Any:
+    """Poll `cond` until truthy; on timeout say what was last seen (and `detail()`)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -56,7 +66,8 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    more = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r}){more}")
 
 
 def get_json(node: Node, *args: str) -> Any:
@@ -89,6 +100,12 @@ def pod_ips(node: Node) -> dict[str, str]:
     return {p["metadata"]["name"]: p["status"].get("podIP", "") for p in pods}
 
 
+def pod(node: Node, name: str) -> dict[str, Any]:
+    """The pod's object ({} when there is none)."""
+    out = node.kubectl("get", "pod", "-n", NS, name, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
 def leader_pod(node: Node) -> str:
     lease = get_json(node, "lease", "-n", NS, f"{CLUSTER}-pd-leader")
     holder: str = lease["spec"].get("holderIdentity", "")
@@ -104,6 +121,7 @@ def stores_up(node: Node) -> list[dict[str, Any]]:
 def release(node: Node) -> Iterator[Node]:
     node.kubectl("create", "namespace", NS)
     t0 = time.monotonic()
+    HELM_INSTALLED.append(t0)
     node.helm(
         "install",
         RELEASE,
@@ -139,7 +157,11 @@ def test_three_store_cluster_bootstraps_with_ready_pods(release: Node) -> None:
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up", 120)
     elapsed = time.monotonic() - t0
     out = release.kubectl("get", "-n", NS, "tikvclusters,tikvstores").stdout
-    print(f"\nTiKVCluster applied → 3 stores Up in {elapsed:.1f} s\n{out}")
+    since_helm = time.monotonic() - HELM_INSTALLED[0]
+    print(
+        f"\nTiKVCluster applied → 3 stores Up in {elapsed:.1f} s; "
+        f"helm install → bootstrapped cluster, 3 stores Up: {since_helm:.1f} s\n{out}"
+    )
     assert out.count(" Up ") == 3, out
     stores = stores_up(release)
     assert sum(int(s["status"].get("regionCount", 0)) for s in stores) == 1, stores
@@ -255,11 +277,52 @@ def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> 
     assert after == before  # each pod came back as the same store (its volume kept)
 
 
+def test_scheduling_policy_applied_with_kubectl_runs(release: Node) -> None:
+    """A SchedulingPolicy (the example leader balancer, built by policies/build.sh) applied
+    with kubectl: the pd-leader's sidecar loads it and runs it on the real pods' regions,
+    and `kubectl get schedulingpolicies` shows it Running with a growing run count."""
+    subprocess.run(["bash", str(ROOT / "policies" / "build.sh")], check=True, capture_output=True)
+    module = (ROOT / "policies" / "build" / "balance_leader.wasm").read_bytes()
+    policy = {
+        "apiVersion": "kubepd.io/v1alpha1",
+        "kind": "SchedulingPolicy",
+        "metadata": {"name": "balance", "namespace": NS},
+        "spec": {
+            "cluster": CLUSTER,
+            "module": {"inline": base64.b64encode(module).decode()},
+            "config": {"batch": 4, "tolerance": 1},
+            "intervalSeconds": 1,
+        },
+    }
+    release.kubectl("apply", "-f", "-", input=json.dumps(policy))
+
+    def status() -> dict[str, Any]:
+        st: dict[str, Any] = (
+            get_json(release, "schedulingpolicy", "-n", NS, "balance").get("status") or {}
+        )
+        return st
+
+    first = wait_for(
+        lambda: (st := status()).get("phase") == "Running" and int(st.get("runs", 0)) > 0 and st,
+        "the policy Running",
+        120,
+    )
+    assert first.get("lastError", "") == "", first
+    assert first["moduleDigest"] == f"sha256:{hashlib.sha256(module).hexdigest()}", first
+    runs = int(first["runs"])
+    wait_for(lambda: int(status().get("runs", 0)) > runs + 2, "more runs of the policy", 60)
+    out = release.kubectl("get", "schedulingpolicies", "-n", NS).stdout
+    print(f"\n{out}")
+    assert "Running" in out.splitlines()[1], out
+    release.kubectl("delete", "schedulingpolicy", "-n", NS, "balance")
+
+
 def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node) -> None:
     """Delete the pd-leader's pod; time until a timestamp is served again (by the new
     pd-leader, through another pod's sidecar), higher than every one before. Rounds:
     KUBEPD_NODE_FAILOVERS (default 2; the benchmark in docs uses 10)."""
     times = []
+    errors: list[str] = []  # the last TSO error, for a timeout's message
     for _ in range(int(os.environ.get("KUBEPD_NODE_FAILOVERS", "2"))):
         pods_ready(release)
         ips = pod_ips(release)
@@ -269,10 +332,18 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
         def first_ts(addr: str = f"{ips[other]}:2379") -> int:
             try:
                 return tso(addr)
-            except (grpc.RpcError, RuntimeError):
+            except (grpc.RpcError, RuntimeError) as e:
+                errors.append(str(e.details() if isinstance(e, grpc.RpcError) else e))
                 return 0
 
-        before = wait_for(first_ts, f"TSO through {other} before the deletion", 60)
+        def why(pod: str = other) -> str:
+            logs = release.kubectl(
+                "logs", "-n", NS, pod, "-c", "kubepd", "--tail=40", check=False
+            ).stdout
+            return f"last error: {errors[-1:]}; lease: {leader_pod(release)}\n{logs}"
+
+        uid = pod(release, old)["metadata"]["uid"]
+        before = wait_for(first_ts, f"TSO through {other} before the deletion", 60, detail=why)
         t0 = time.monotonic()
         release.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
 
@@ -281,14 +352,22 @@ def test_deleted_pd_leader_pod_is_replaced_and_tso_never_goes_back(release: Node
                 return 0
             try:
                 return tso(addr, timeout=0.5)
-            except (grpc.RpcError, RuntimeError):
+            except (grpc.RpcError, RuntimeError) as e:
+                errors.append(str(e.details() if isinstance(e, grpc.RpcError) else e))
                 return 0
 
-        after = wait_for(new_leader_ts, "a new pd-leader serving TSO", 60, interval=0.1)
+        after = wait_for(new_leader_ts, "a new pd-leader serving TSO", 60, interval=0.1, detail=why)
         times.append(time.monotonic() - t0)
         assert after > before
+
         # The StatefulSet brings the pod back; it becomes Ready and its store Up again.
-        wait_for(lambda: old in pod_ips(release), f"{old} recreated", 60)  # noqa: B023
+        # A new pod object (another uid) with an address: the deleted one is listed, and
+        # may still be Ready, while it terminates.
+        def recreated(name: str = old, gone: str = uid) -> bool:
+            p = pod(release, name)
+            return bool(p) and p["metadata"]["uid"] != gone and bool(p["status"].get("podIP"))
+
+        wait_for(recreated, f"{old} recreated", 60)
         pods_ready(release, old)
         wait_for(lambda: len(stores_up(release)) == 3, "three stores Up again", 120)
     times.sort()
