@@ -20,6 +20,7 @@ import grpc
 from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, status_of
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
+from pdcore.adapters.grpc.stream_errors import read_loop_failed, stream_failed
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.domain.tso import Timestamp
@@ -222,6 +223,8 @@ class SidecarService(PdService):
                     out.put_nowait(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
                 log.info("upstream heartbeat stream ended: %s", e)
+            except Exception as e:
+                stream_failed(e, self.node.stats, "upstream")
             finally:
                 if call is not None:  # also stops its task that reads upstream_requests()
                     call.cancel()
@@ -259,8 +262,10 @@ class SidecarService(PdService):
                     last_forward[region.id] = now
                     self.forwarded_heartbeats += 1
                     up.put_nowait(req)
-            except Exception:
-                log.debug("local heartbeat stream ended", exc_info=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                read_loop_failed(e, context, self.node.stats, "sidecar")
             finally:
                 up.put_nowait(end)
                 out.put_nowait(end)
