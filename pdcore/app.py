@@ -7,12 +7,11 @@ passed in explicitly through `ServerOptions`; nothing is read from globals.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,6 +27,7 @@ from pdcore.adapters.http.api import build_app
 from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
+from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.inproc import InProcessServer
 from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_of
 from pdcore.adapters.storage.local import LocalStore
@@ -39,6 +39,11 @@ from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_
 from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
+from pdcore.service.policies import PolicyService
+from pdcore.service.scheduler_role import PolicyCatalog, SchedulerRole
+
+if TYPE_CHECKING:
+    from pdcore.adapters.wasm.host import WasmHost
 
 log = logging.getLogger("kubepd.server")
 
@@ -90,10 +95,14 @@ class PdServer:
         self.status_address = ""
         self.node: PdNode | None = None
         self.metrics: Metrics | None = None
-        self.policies: Any = None
-        self.wasm_host: Any = None
+        self.scheduler: SchedulerRole | None = None
+        self.wasm_host: WasmHost | None = None
         self._http_tls: HttpTls | None = None
         self._tls_watch: asyncio.Task[None] | None = None
+
+    @property
+    def policies(self) -> PolicyService | None:
+        return self.scheduler.policies if self.scheduler is not None else None
 
     def _rng(self, stream: int) -> random.Random | None:
         seed = self.options.seed
@@ -147,7 +156,7 @@ class PdServer:
         keyspaces = KeyspaceManager(self.store, opts.clock, lambda: True)  # one member: leader
         await keyspaces.start_leading()
         if opts.enable_scheduling:
-            self._start_scheduling(node)
+            self.scheduler = self._start_scheduling(node)
         self._add(pdpb_pb2_grpc.add_PDServicer_to_server, PdService(node))
         self._add(
             meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(node)
@@ -162,7 +171,8 @@ class PdServer:
         self.metrics = Metrics(node)
         app = build_app(node, self.metrics)
         add_keyspace_routes(app, keyspaces)
-        self._attach_scheduling_routes(app, node)
+        if self.scheduler is not None:
+            self._attach_scheduling_routes(app, self.scheduler)
         if self._grpc is None:
             log.info("kubepd serving in process", extra={"cluster_id": node.cluster_id})
             return
@@ -193,37 +203,31 @@ class PdServer:
             },
         )
 
-    def _start_scheduling(self, node: PdNode) -> None:
+    def _start_scheduling(self, node: PdNode) -> SchedulerRole:
+        """The scheduler role on the embedded server: always held (one member)."""
+        catalog: PolicyCatalog | None = None
         try:
-            module = importlib.import_module("pdcore.service.scheduling")
-        except ImportError:  # the engine is optional until it is built
-            log.warning("scheduling engine not available; serving without scheduling")
-            return
+            from pdcore.adapters.wasm.host import WasmHost
+        except ImportError:  # wasmtime not installed: no policies
+            log.warning("wasmtime not available; Wasm policies are off")
+        else:
+            self.wasm_host = catalog = WasmHost()
         extra: dict[str, Any] = {}
         if self.options.schedule_tick_s is not None:
             extra["tick_s"] = self.options.schedule_tick_s
-        service = module.SchedulingService(
-            node, node.streams, node.clock, node.config, rng=self._rng(1), **extra
+        role = SchedulerRole(
+            node, node.streams, node.clock, catalog=catalog, rng=self._rng(1), **extra
         )
-        node.scheduling = service
-        service.start()
+        node.scheduling = role.scheduling
+        role.start()
+        return role
 
-    def _attach_scheduling_routes(self, app: web.Application, node: PdNode) -> None:
-        if node.scheduling is None:
-            return
-        routes = importlib.import_module("pdcore.adapters.http.scheduling_api")
-        routes.add_scheduling_routes(app, node.scheduling)
-        try:
+    def _attach_scheduling_routes(self, app: web.Application, role: SchedulerRole) -> None:
+        add_scheduling_routes(app, role.scheduling)
+        if role.policies is not None and self.wasm_host is not None:
             from pdcore.adapters.http.policy_api import add_policy_routes
-            from pdcore.adapters.wasm.host import WasmHost
-            from pdcore.service.policies import PolicyService
-        except ImportError:  # wasmtime not installed: no policies
-            log.warning("wasmtime not available; Wasm policies are off")
-            return
-        self.wasm_host = WasmHost()
-        self.policies = PolicyService(node.scheduling)  # type: ignore[arg-type]
-        self.policies.start()
-        add_policy_routes(app, self.policies, self.wasm_host)
+
+            add_policy_routes(app, role.policies, self.wasm_host)
 
     async def stop(self, grace_s: float = 1.0) -> None:
         self.serving = False
@@ -231,10 +235,8 @@ class PdServer:
             await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         if self._tls_watch is not None:
             self._tls_watch.cancel()
-        if self.policies is not None:
-            await self.policies.stop()
-        if self.wasm_host is not None:
-            self.wasm_host.close()
+        if self.scheduler is not None:
+            await self.scheduler.stop()  # its policies and the Wasm host with it
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
         if self.inproc is not None:
@@ -244,8 +246,5 @@ class PdServer:
         if self.etcd is not None:
             await self.etcd.stop()
         if self.node is not None:
-            sched = self.node.scheduling
-            if sched is not None and hasattr(sched, "stop"):
-                await sched.stop()
             await self.node.stop()
         await self.store.close()

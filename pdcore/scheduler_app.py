@@ -27,19 +27,16 @@ from pdcore.adapters.grpc.request_guard import RequestGuard
 from pdcore.adapters.http.client_cert import secure
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
-from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.events import EventRecorder
-from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.lease import LeaseRole
-from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import PD_LEADER, lease_name, scheduler_preferred
-from pdcore.adapters.kube.scheduling_policies import start_policies
+from pdcore.adapters.kube.scheduler_parts import KubeSchedulerParts
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port
 from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
-from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.steps import StepRouter
+from pdcore.adapters.sidecar.store_feed import read_region_sizes
 from pdcore.adapters.tls import Security, add_grpc_port, dialer
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader
@@ -47,7 +44,8 @@ from pdcore.domain.region import Region
 from pdcore.domain.region_tree import RegionTree
 from pdcore.domain.store import Store
 from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc, pdpb_pb2
-from pdcore.service.scheduling import SchedulingService
+from pdcore.service.region_sync import apply_synced
+from pdcore.service.scheduler_role import SchedulerRole
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.scheduler")
@@ -164,45 +162,32 @@ class SchedulerHost:
             lambda: self.view.cluster_id,
             dial=self._dial,
         )
-        self.scheduling = SchedulingService(
+        self.role = SchedulerRole(
             self.view,
             self.router,
             SystemClock(),
-            self.view.config,
-            active=lambda: self.synced and self.lease.is_held(),
-            may_bury=lambda: False,
+            holds=lambda: self.synced and self.lease.is_held(),
+            writes_metadata=lambda: False,  # store metadata is the pd-leader's to write
         )
-        self.scheduling.start()
-        self.region_operators = RegionOperatorResources(
-            self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
-        )
-        self.region_operators.start()
-        self.evictions = LeaderEvictions(
-            self.client,
-            o.namespace,
-            o.cluster,
-            self.directory,
-            self.scheduling,
-            self.scheduling.active,
-        )
-        self.evictions.start()
-        self.status_report = SchedulingStatus(
-            self.client,
-            o.namespace,
-            o.cluster,
-            self.identity,
-            self.scheduling.summary,
-            self.scheduling.active,
-            interval_s=o.status_interval_s,
-        )
-        self.status_report.start()
+        self.scheduling = self.role.scheduling
+        self.role.start()
         self.events = EventRecorder(self.client, o.namespace, "kubepd-scheduler", o.identity)
-        self.policies = start_policies(
-            self.client, o.namespace, o.cluster, self.scheduling, events=self.events
+        self.parts = KubeSchedulerParts(
+            self.client,
+            o.namespace,
+            o.cluster,
+            self.role,
+            self.directory,
+            holder=self.identity,
+            events=self.events,
+            cluster_id=lambda: self.view.cluster_id,
+            status_interval_s=o.status_interval_s,
         )
+        self.parts.start()
         if self._grpc is not None:
-            self.propose_service = ProposeService(self.scheduling, lambda: self.view.cluster_id)
-            kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(self.propose_service, self._grpc)
+            kubepdpb_pb2_grpc.add_SchedulerServicer_to_server(
+                self.parts.propose_service, self._grpc
+            )
             await self._grpc.start()
         if o.status_addr:
             await self._serve_status(o.status_addr)
@@ -213,7 +198,7 @@ class SchedulerHost:
                 self.link.sync_regions(self._apply, member, lambda: True, self._caught_up)
             ),
             loop.create_task(self._follow_stores()),
-            loop.create_task(self._follow_rules()),
+            loop.create_task(self.parts.follow_rules(self.store, report=None)),
             loop.create_task(self._follow_config()),
         ]
         log.info("scheduler host started", extra={"cluster": o.cluster, "identity": self.identity})
@@ -250,17 +235,9 @@ class SchedulerHost:
         await web.TCPSite(self._http, host, port, ssl_context=ssl_context).start()
 
     def _apply(self, region: Region) -> None:
-        origin = self.view.tree.get(region.id)
-        if origin is not None and not region.approximate_size:  # sync carries no sizes
-            region = region.with_(
-                approximate_size=origin.approximate_size, approximate_keys=origin.approximate_keys
-            )
-        try:
-            self.view.tree.put(region)
-        except Exception:
-            return  # an older copy than ours
-        if self.synced:
-            self.scheduling.on_region_heartbeat(region, origin)
+        applied = apply_synced(self.view.tree, region, self.scheduling)
+        if applied is not None and self.synced:
+            self.scheduling.on_region_heartbeat(*applied)
 
     def _caught_up(self) -> None:
         if not self.synced:
@@ -298,37 +275,10 @@ class SchedulerHost:
                 self.view.store_map = {s.id: s for s in stores}
                 if time.monotonic() - sizes_at >= SIZES_EVERY_S:
                     sizes_at = time.monotonic()
-                    await self._read_sizes(channel)
+                    await read_region_sizes(channel, self.view.cluster_id, self.view.tree)
         finally:
             if channel is not None:
                 await channel.close(None)
-
-    async def _read_sizes(self, channel: grpc.aio.Channel) -> None:
-        try:
-            resp = await kubepdpb_pb2_grpc.LeaderStub(channel).GetRegionSizes(
-                kubepdpb_pb2.GetRegionSizesRequest(cluster_id=self.view.cluster_id), timeout=5.0
-            )
-        except grpc.aio.AioRpcError as e:
-            log.info("region sizes not read: %s", e.details())
-            return
-        tree = self.view.tree
-        for rs in resp.regions:
-            r = tree.get(rs.region_id)
-            if r is not None and (r.approximate_size, r.approximate_keys) != (
-                rs.approximate_size_mib,
-                rs.approximate_keys,
-            ):
-                with contextlib.suppress(Exception):
-                    tree.put(
-                        r.with_(
-                            approximate_size=rs.approximate_size_mib,
-                            approximate_keys=rs.approximate_keys,
-                        )
-                    )
-
-    async def _follow_rules(self) -> None:
-        async for rules in self.store.watch_rules():
-            self.scheduling.coordinator.set_rules(rules or None)
 
     async def _follow_config(self) -> None:
         async for config in self.store.watch_config():
@@ -342,12 +292,8 @@ class SchedulerHost:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await self.region_operators.stop()
-        await self.evictions.stop()
-        await self.status_report.stop()
-        if self.policies is not None:
-            await self.policies.stop()
-        await self.scheduling.stop()
+        await self.parts.stop()
+        await self.role.stop()
         await self.lease.stop(release=True)
         await self.leader_watch.stop(release=False)
         await self.directory.stop()

@@ -29,24 +29,22 @@ from pdcore.adapters.http.keyspace_api import add_keyspace_routes
 from pdcore.adapters.http.metrics import Metrics
 from pdcore.adapters.http.scheduling_api import add_scheduling_routes
 from pdcore.adapters.kube.client import KubeClient
-from pdcore.adapters.kube.cluster_status import SchedulingStatus
 from pdcore.adapters.kube.directory import SidecarDirectory
 from pdcore.adapters.kube.etcd_store import KubeEtcdStore
 from pdcore.adapters.kube.events import EventRecorder
-from pdcore.adapters.kube.evictions import LeaderEvictions
 from pdcore.adapters.kube.fence import SchedulerFence
 from pdcore.adapters.kube.lease import LeaseRole
-from pdcore.adapters.kube.region_operators import RegionOperatorResources
 from pdcore.adapters.kube.roles import SCHEDULER, lease_name
-from pdcore.adapters.kube.scheduling_policies import start_policies, start_store_policies
+from pdcore.adapters.kube.scheduler_parts import KubeSchedulerParts
+from pdcore.adapters.kube.scheduling_policies import start_store_policies
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.net import host_port, member_id_of
 from pdcore.adapters.sidecar.etcd_proxy import EtcdProxy
 from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
-from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer, ProposeService
+from pdcore.adapters.sidecar.proposals import LeaderStores, Proposer
 from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
-from pdcore.adapters.sidecar.store_feed import StoreFeed
+from pdcore.adapters.sidecar.store_feed import StoreFeed, read_region_sizes
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.tls import Security, dialer
 from pdcore.domain.config import ClusterConfig
@@ -63,10 +61,12 @@ from pdcore.proto import (
 from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
-from pdcore.service.scheduling import SchedulingService
+from pdcore.service.region_sync import apply_synced
+from pdcore.service.scheduler_role import SchedulerRole
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
+SIZES_EVERY_S = 5.0  # sizes move slowly; a full list costs ~20 bytes a region
 CAMPAIGN_GRACE = 2.0  # lease durations a restarted, unsynced sidecar waits before campaigning
 
 
@@ -183,14 +183,14 @@ class SidecarServer:
         )
         self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
         self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
-        self.scheduling = SchedulingService(
+        self.role = SchedulerRole(
             self.node,
             self.router,
             self.node.clock,
-            self.node.config,
-            active=lambda: self.is_leader() and self.sched_lease.is_held(),
-            may_bury=self.is_leader,
+            holds=lambda: self.is_leader() and self.sched_lease.is_held(),
+            writes_metadata=self.is_leader,
         )
+        self.scheduling = self.role.scheduling
         self.node.scheduling = self.scheduling
         self.service = SidecarService(
             self.node, self.link, self.is_leader, self.local_streams, o.pod_name
@@ -211,9 +211,20 @@ class SidecarServer:
                 leader=self.link.channel,
             ),
         )
+        self.events = EventRecorder(self.client, o.namespace, "kubepd-sidecar", o.pod_name)
+        self.parts = KubeSchedulerParts(
+            self.client,
+            o.namespace,
+            o.cluster,
+            self.role,
+            self.directory,
+            holder=identity,
+            events=self.events,
+            cluster_id=lambda: self.node.cluster_id,
+            candidate=self.is_leader,
+        )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
-        self.propose_service = ProposeService(self.scheduling, lambda: self.node.cluster_id)
-        add(kubepdpb_pb2_grpc.add_SchedulerServicer_to_server, self.propose_service)
+        add(kubepdpb_pb2_grpc.add_SchedulerServicer_to_server, self.parts.propose_service)
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
         add_keyspace_routes(app, self.keyspaces)
@@ -230,34 +241,9 @@ class SidecarServer:
         await self._grpc.start(self.can_serve, self._http.server)
         self.leader_lease.start(may_acquire=self.may_lead)
         self.sched_lease.start(may_acquire=self.is_leader)
-        self.scheduling.start()
+        self.role.start()
         self.directory.follow()
-        self.region_operators = RegionOperatorResources(
-            self.client, o.namespace, o.cluster, self.scheduling, self.scheduling.active
-        )
-        self.region_operators.start()
-        self.evictions = LeaderEvictions(
-            self.client,
-            o.namespace,
-            o.cluster,
-            self.directory,
-            self.scheduling,
-            self.scheduling.active,
-        )
-        self.evictions.start()
-        self.status_report = SchedulingStatus(
-            self.client,
-            o.namespace,
-            o.cluster,
-            identity,
-            self.scheduling.summary,
-            self.scheduling.active,
-        )
-        self.status_report.start()
-        self.events = EventRecorder(self.client, o.namespace, "kubepd-sidecar", o.pod_name)
-        self.policies = start_policies(
-            self.client, o.namespace, o.cluster, self.scheduling, self.is_leader, self.events
-        )
+        self.parts.start()
         self.proposer = Proposer(
             lambda: self.sched_lease.holder, lambda: self.node.cluster_id, dial=dial
         )
@@ -293,7 +279,9 @@ class SidecarServer:
                 )
             ),
             loop.create_task(self._refresh_follower()),
-            loop.create_task(self._follow_rules()),
+            loop.create_task(self._follow_sizes()),
+            # the pd-leader reports on each PlacementRule whether it was applied
+            loop.create_task(self.parts.follow_rules(self.store, report=self.is_leader)),
             loop.create_task(self._drive_store_states()),
             loop.create_task(self._follow_config()),
             loop.create_task(self._follow_keyspaces()),
@@ -365,17 +353,15 @@ class SidecarServer:
         self.etcd_proxy.serve_locally(etcd)
 
     def _apply_synced(self, region: Region) -> None:
-        try:
-            self.node.tree.put(region)
-        except Exception:
-            pass  # an older copy than ours
+        apply_synced(self.node.tree, region, self.scheduling)
 
-    async def _follow_rules(self) -> None:
-        """PlacementRule objects are the rules in force, live; the pd-leader reports on
-        each object whether it was applied."""
-        async for rules in self.store.watch_rules(report=self.is_leader):
-            self.scheduling.coordinator.set_rules(rules or None)
-            log.info("placement rules in force", extra={"rules": len(rules)})
+    async def _follow_sizes(self) -> None:
+        """A follower keeps the regions' sizes from the pd-leader (the region sync has
+        none), so that it schedules on real sizes the moment it takes over."""
+        while True:
+            await asyncio.sleep(SIZES_EVERY_S)
+            if not self.is_leader() and self.link.in_sync:
+                await read_region_sizes(self.link.channel(), self.node.cluster_id, self.node.tree)
 
     async def _drive_store_states(self) -> None:
         """TiKVStore spec.desiredState is how the operator asks for a drain (Offline) or
@@ -458,16 +444,12 @@ class SidecarServer:
             await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
         for t in self._tasks:
             t.cancel()
-        await self.region_operators.stop()
-        await self.evictions.stop()
-        await self.status_report.stop()
-        if self.policies is not None:
-            await self.policies.stop()
+        await self.parts.stop()
         if self.store_policies is not None:
             await self.store_policies.stop()
         await self.proposer.close()
         await self.leader_stores.close()
-        await self.scheduling.stop()
+        await self.role.stop()
         await self.directory.stop()
         await self.router.close()
         if self.etcd is not None:

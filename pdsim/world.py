@@ -79,8 +79,7 @@ class World:
         sched = self.server.node.scheduling if self.server and self.server.node else None
         if sched is None:
             return 0
-        counters = sched.coordinator.controller.counters  # type: ignore[attr-defined]
-        return sum(n for key, n in counters.items() if key.endswith(":create"))
+        return sched.operators_created()
 
     def node(self) -> Any:
         assert self.server is not None and self.server.node is not None

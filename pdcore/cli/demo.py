@@ -94,17 +94,15 @@ def render(fleet: Fleet, server: PdServer, phase: str, t: float, wall: float) ->
             ProgressBar(total=most, completed=n, width=30),
             f"{s.sending}↑ {s.receiving}↓",
         )
-    sched: Any = server.node.scheduling if server.node else None
+    sched = server.node.scheduling if server.node else None
     running = sched.operators() if sched else []
-    history = list(sched.coordinator.controller.history) if sched else []
+    history = sched.recent_operators() if sched else []
     kinds: dict[str, int] = {}
     for op in running:
         kinds[str(op["desc"])] = kinds.get(str(op["desc"]), 0) + 1
     done = sum(1 for op in history if op.status.value == "success")
     hot = (
-        sorted(sched.coordinator.hot.items(), key=lambda kv: -kv[1].write_bytes)[:3]
-        if sched
-        else []
+        sorted(sched.hot_regions().items(), key=lambda kv: -kv[1].write_bytes)[:3] if sched else []
     )
     ops = Table.grid(padding=(0, 2))
     ops.add_row(
@@ -205,13 +203,12 @@ async def _demo(args: argparse.Namespace) -> int:
         if live:
             live.stop()
         d = distribution(fleet)
-        sched_svc: Any = server.node.scheduling if server.node else None
+        sched_svc = server.node.scheduling if server.node else None
         summary = Table(title="summary")
         summary.add_column("what")
         summary.add_column("value", justify="right")
         summary.add_row("stores / regions", f"{len(fleet.stores)} / {len(fleet.regions)}")
-        counters = sched_svc.coordinator.controller.counters if sched_svc else {}
-        finished = sum(n for k, n in counters.items() if not k.endswith(":create"))
+        finished = sched_svc.operators_finished() if sched_svc else 0
         summary.add_row("operators finished", str(finished))
         summary.add_row("replicas moved (snapshots)", str(fleet.stats.snapshots))
         summary.add_row("leaders transferred", str(fleet.stats.applied.get("transfer-leader", 0)))

@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 from pdcore.domain.cluster import ClusterMeta, check_bootstrap, make_cluster_id
 from pdcore.domain.config import ClusterConfig
@@ -45,6 +45,7 @@ from pdcore.domain.store import (
 )
 from pdcore.domain.tso import DEFAULT_SAVE_INTERVAL_MS, Timestamp, TsoAllocator, WindowExhausted
 from pdcore.ports import Clock, MetaStore, RegionStorage
+from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.node")
@@ -67,12 +68,6 @@ class Member:
     deploy_path: str = ""
 
 
-class SchedulingHook(Protocol):
-    """What the node needs from the scheduling service (pdcore.service.scheduling)."""
-
-    def on_region_heartbeat(self, region: Region, origin: Region | None) -> None: ...
-
-
 class UnknownStoreStream(PdError):
     """A heartbeat from a store PD does not know: the stream is ended."""
 
@@ -87,6 +82,8 @@ class NodeStats:
     tso_timestamps: int = 0
     ids_allocated: int = 0
     regions_flushed: int = 0
+    # heartbeat stream read loops that failed, not by the client going away, by stream
+    stream_errors: dict[str, int] = field(default_factory=dict)
 
 
 class _Failures:
@@ -153,7 +150,9 @@ class PdNode:
         # Followers' region-sync streams: every accepted meta change is pushed to each.
         self.region_watchers: set[asyncio.Queue[Region]] = set()
         self.streams = HeartbeatStreams()
-        self.scheduling: SchedulingHook | None = None
+        # The scheduler role's scheduling API where this process hosts it: heartbeats
+        # feed it, and PD's scheduling RPCs (GetOperator, ScatterRegion, ...) use it.
+        self.scheduling: SchedulingService | None = None
         self.stats = NodeStats()
         self._is_leader = is_leader or (lambda: True)
         self._rng = rng or random.Random()

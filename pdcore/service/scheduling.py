@@ -23,6 +23,9 @@ from pdcore.scheduling.cluster import ClusterView
 from pdcore.scheduling.controller import Send
 from pdcore.scheduling.coordinator import Coordinator
 from pdcore.scheduling.operator import Operator, OpStatus
+from pdcore.scheduling.prepare import PrepareChecker
+from pdcore.scheduling.rules import Rule
+from pdcore.scheduling.schedulers.base import HotStat
 
 log = logging.getLogger("kubepd.scheduling")
 
@@ -81,6 +84,8 @@ class SchedulingService:
         self.coordinator = Coordinator(
             view, self._take_id, rng=rng or random.Random(), started_at=clock.now_s()
         )
+        self.prepare = PrepareChecker()
+        self._held = False
         self._task: asyncio.Task[None] | None = None
         self._refilling = False
         self._last_bury = 0.0
@@ -132,17 +137,20 @@ class SchedulingService:
     async def _run(self) -> None:
         while True:
             await self.clock.sleep(self.tick_s)
-            now = self.now()
             try:
-                # An offline store with no regions left becomes Tombstone, whoever schedules.
-                if self.may_bury() and now - self._last_bury >= BURY_EVERY_S:
-                    self._last_bury = now
-                    for sid in await self.view.bury_empty_offline_stores():
-                        log.info("store buried", extra={"store": sid})
-                if self.active():
-                    self._deliver(self.coordinator.tick(now))
+                await self.tick_once()
             except Exception:
                 log.exception("scheduling tick failed")
+
+    async def tick_once(self) -> None:
+        now = self.now()
+        # An offline store with no regions left becomes Tombstone, whoever schedules.
+        if self.may_bury() and now - self._last_bury >= BURY_EVERY_S:
+            self._last_bury = now
+            for sid in await self.view.bury_empty_offline_stores():
+                log.info("store buried", extra={"store": sid})
+        if self.scheduling_now():
+            self._deliver(self.coordinator.tick(now))
 
     def _deliver(self, sends: list[Send]) -> None:
         for store_id, cmd in sends:
@@ -152,8 +160,26 @@ class SchedulingService:
             else:
                 self.undelivered += 1
 
+    def scheduling_now(self) -> bool:
+        """Whether schedulers and checkers run now: the role is held and, since it was
+        taken, the region view has caught up (the prepared gate)."""
+        held = self.active()
+        if held != self._held:
+            self._held = held
+            if held:
+                self.prepare.taken(self.now())
+            else:
+                self.prepare.lost()
+        return held and self.prepare.check(self.view, self.now())
+
+    def heard(self, region_id: int) -> None:
+        """A region's copy came live (a heartbeat, the pd-leader's region sync), not
+        from storage: it counts towards the prepared gate."""
+        self.prepare.heard_from(region_id)
+
     # -- called by the node on every accepted heartbeat ----------------------------
     def on_region_heartbeat(self, region: Region, origin: Region | None) -> None:
+        self.prepare.heard_from(region.id)
         if not self.active():
             return
         self._deliver(self.coordinator.on_region_heartbeat(region, origin, self.now()))
@@ -185,16 +211,69 @@ class SchedulingService:
     def operators(self) -> list[dict[str, object]]:
         return [op.summary() for op in self.coordinator.controller.running.values()]
 
+    def running_operators(self) -> list[Operator]:
+        return list(self.coordinator.controller.running.values())
+
+    def find_operator(self, region_id: int) -> Operator | None:
+        """The region's running operator, else its most recent finished one."""
+        return self.coordinator.controller.get(region_id)
+
+    def cancel_operator(self, region_id: int, reason: str) -> bool:
+        """Cancel the region's running operator; False when there was none."""
+        return self.coordinator.controller.cancel(region_id, self.now(), reason) is not None
+
+    def cancel_all(self, reason: str) -> int:
+        return sum(self.cancel_operator(rid, reason) for rid in list(self.running_ids()))
+
+    def running_ids(self) -> list[int]:
+        return list(self.coordinator.controller.running)
+
+    def admit_operator(self, op: Operator) -> str | None:
+        """Add an operator built outside the coordinator (a policy's proposal) and send
+        its first step now; why not, or None."""
+        problem = self.coordinator.controller.add(op, self.now())
+        if problem is None:
+            self._deliver(self.coordinator._first_send(op, self.now()))
+        return problem
+
+    def take_id(self) -> int | None:
+        """A peer id from the reserved pool (None while it is being refilled)."""
+        return self._take_id()
+
+    def operators_created(self) -> int:
+        counters = self.coordinator.controller.counters
+        return sum(n for key, n in counters.items() if key.endswith(":create"))
+
+    def operators_finished(self) -> int:
+        counters = self.coordinator.controller.counters
+        return sum(n for key, n in counters.items() if not key.endswith(":create"))
+
+    def recent_operators(self, limit: int = 100) -> list[Operator]:
+        return list(self.coordinator.controller.history)[-limit:]
+
+    def hot_regions(self) -> dict[int, HotStat]:
+        return self.coordinator.hot
+
+    def diagnose(self, name: str) -> dict[str, Any]:
+        """Why a scheduler did nothing; first, whether schedulers run at all yet."""
+        out = self.coordinator.diagnose(name)
+        if self.active() and not self.scheduling_now():
+            out = {**out, "summary": self.prepare.reason}
+        return out
+
+    def set_rules(self, rules: list[Rule] | None) -> None:
+        self.coordinator.set_rules(rules)
+
     def summary(self) -> dict[str, Any]:
         """What scheduling is doing, or why it is doing nothing, in a few words."""
         coord = self.coordinator
-        running = list(coord.controller.running.values())
-        finished = sum(
-            n for key, n in coord.controller.counters.items() if not key.endswith(":create")
-        )
+        running = self.running_operators()
+        finished = self.operators_finished()
         halted = coord.halted or self.view.config.schedule.halt_scheduling
         if halted:
             text = "scheduling is halted"
+        elif self.active() and not self.scheduling_now():
+            text = self.prepare.reason
         elif running:
             kinds: dict[str, int] = {}
             for op in running:
@@ -215,4 +294,4 @@ class SchedulingService:
         }
 
     def history(self, limit: int = 100) -> list[dict[str, object]]:
-        return [op.summary() for op in list(self.coordinator.controller.history)[-limit:]]
+        return [op.summary() for op in self.recent_operators(limit)]

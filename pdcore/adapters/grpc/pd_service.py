@@ -15,6 +15,7 @@ import grpc
 
 from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, fill_error, status_of, unary
+from pdcore.adapters.grpc.stream_errors import read_loop_failed
 from pdcore.domain.errors import (
     ClusterIdMismatch,
     InvalidValue,
@@ -228,8 +229,8 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
                         out.put_nowait(error_resp(e, req.leader))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the client went away mid-stream
-                log.debug("region heartbeat stream read ended", exc_info=True)
+            except Exception as e:
+                read_loop_failed(e, context, node.stats, "pd")
             finally:
                 out.put_nowait(end)
 
@@ -495,7 +496,7 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
         self.node.require_bootstrapped()
         resp = pdpb_pb2.GetOperatorResponse(region_id=request.region_id)
         self.header(resp.header)
-        sched: Any = self.node.scheduling
+        sched = self.node.scheduling
         info = sched.get_operator(request.region_id) if sched is not None else None
         if info is None:
             fill_error(resp.header, self.node.cluster_id, RegionNotFound("Not Found"))
@@ -513,7 +514,7 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
             ids = [request.region.id]
         if not ids:
             raise InvalidValue("invalid request: no region to scatter")
-        sched: Any = self.node.scheduling
+        sched = self.node.scheduling
         if sched is None:
             raise PdError("scheduling is not running on this member")
         finished, failed = sched.scatter_regions(ids, request.group)
@@ -525,7 +526,7 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
     @unary(pdpb_pb2.SplitRegionsResponse)
     async def SplitRegions(self, request: Any, context: Ctx) -> Any:
         self.node.require_bootstrapped()
-        sched: Any = self.node.scheduling
+        sched = self.node.scheduling
         if sched is None:
             raise PdError("scheduling is not running on this member")
         finished, region_ids = sched.split_regions(list(request.split_keys))

@@ -55,6 +55,14 @@ class NodeCollector(Collector):
         hb.add_metric(["unchanged", "ok"], st.region_heartbeats_unchanged)
         yield hb
 
+        errors = CounterMetricFamily(
+            "kubepd_heartbeat_stream_errors",
+            "Heartbeat stream read loops that failed other than by the client going away.",
+            labels=["stream"],
+        )
+        for stream, n in sorted(st.stream_errors.items()):
+            errors.add_metric([stream], n)
+        yield errors
         yield CounterMetricFamily(
             "pd_scheduler_store_heartbeat", "Store heartbeats handled.", value=st.store_heartbeats
         )

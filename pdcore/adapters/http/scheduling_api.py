@@ -148,7 +148,7 @@ async def configure_scheduler(request: web.Request) -> web.Response:
 async def diagnose(request: web.Request) -> web.Response:
     svc = request.app[SERVICE_KEY]
     try:
-        return _json(svc.coordinator.diagnose(request.match_info["name"]))
+        return _json(svc.diagnose(request.match_info["name"]))
     except KeyError as e:
         return _json(str(e.args[0]), 404)
 
@@ -158,7 +158,7 @@ async def list_operators(request: web.Request) -> web.Response:
     if request.query.get("history") == "true":
         return _json(svc.history(int(request.query.get("limit", "100"))))
     kinds = [k for k in request.query.getall("kind", []) if k]
-    running = list(svc.coordinator.controller.running.values())
+    running = svc.running_operators()
     if kinds:
         running = [op for op in running if any(k in op.kind.label().split(",") for k in kinds)]
     if "object" in request.query:  # PD's OpObject
@@ -192,10 +192,7 @@ async def add_operator(request: web.Request) -> web.Response:
 
 
 async def delete_operators(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE_KEY]
-    now = svc.now()
-    for rid in list(svc.coordinator.controller.running):
-        svc.coordinator.controller.cancel(rid, now, "cancelled by an administrator")
+    request.app[SERVICE_KEY].cancel_all("cancelled by an administrator")
     return _json("All pending operators are canceled.")
 
 
@@ -205,7 +202,7 @@ async def get_operator(request: web.Request) -> web.Response:
         rid = int(request.match_info["region_id"])
     except ValueError:
         return _json("region id must be an integer", 400)
-    op = svc.coordinator.controller.get(rid)
+    op = svc.find_operator(rid)
     if op is None:
         return _json("operator not found", 404)
     return _json(op.summary())
@@ -217,7 +214,7 @@ async def delete_operator(request: web.Request) -> web.Response:
         rid = int(request.match_info["region_id"])
     except ValueError:
         return _json("region id must be an integer", 400)
-    if svc.coordinator.controller.cancel(rid, svc.now(), "cancelled by an administrator") is None:
+    if not svc.cancel_operator(rid, "cancelled by an administrator"):
         return _json("operator not found", 404)
     return _json("The pending operator is canceled.")
 
@@ -262,7 +259,7 @@ async def hotspot(request: web.Request) -> web.Response:
         only.add(int(text))
     as_peer: dict[int, list[dict[str, Any]]] = {}
     as_leader: dict[int, list[dict[str, Any]]] = {}
-    for rid, st in svc.coordinator.hot.items():
+    for rid, st in svc.hot_regions().items():
         region = svc.view.tree.get(rid)
         if region is None or st.rate(kind, "byte") <= 0:
             continue

@@ -119,9 +119,7 @@ class RegionOperatorResources:
         timeout = float(obj["spec"].get("timeoutSeconds", 600))
         timed_out = not op.status.finished and started and time.time() - started > timeout
         if timed_out:
-            self.scheduling.coordinator.controller.cancel(
-                op.region_id, self.scheduling.now(), f"timeoutSeconds {timeout:.0f} passed"
-            )
+            self.scheduling.cancel_operator(op.region_id, f"timeoutSeconds {timeout:.0f} passed")
         phase = "TimedOut" if timed_out else _RESULT.get(op.status, "Running")
         done = len(op.steps) if op.status is OpStatus.SUCCESS else op.step_index
         change: Obj = {"phase": phase, "stepsDone": done}

@@ -224,6 +224,8 @@ class LeaderLink:
                         break
             except (grpc.aio.AioRpcError, NotLeader, PdError) as e:
                 log.debug("region sync interrupted: %s", e)
+            except Exception:  # a bug in applying: logged, and the sync starts over
+                log.exception("region sync failed")
             finally:
                 self.in_sync = False
                 done.set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, cast
 
 import grpc
@@ -20,6 +20,7 @@ import grpc
 from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, status_of
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
+from pdcore.adapters.grpc.stream_errors import read_loop_failed, stream_failed
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.domain.tso import Timestamp
@@ -29,31 +30,6 @@ from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
 
-FORWARDED_UNARY = (
-    "AllocID",
-    "Bootstrap",
-    "IsBootstrapped",
-    "GetStore",
-    "PutStore",
-    "GetAllStores",  # StoreHeartbeat too, below: it also notes which stores are local
-    "AskBatchSplit",
-    "AskSplit",
-    "ReportBatchSplit",
-    "ReportSplit",
-    "GetClusterConfig",
-    "PutClusterConfig",
-    "GetGCSafePoint",
-    "UpdateGCSafePoint",
-    "UpdateServiceGCSafePoint",
-    "GetOperator",
-    "ScatterRegion",
-    "SplitRegions",
-    "ReportMinResolvedTS",
-    "GetMinTS",
-    "IsSnapshotRecovering",
-    "LoadGlobalConfig",
-    "StoreGlobalConfig",
-)
 LOCAL_STORE_TTL_S = 30.0  # a store silent this long no longer counts as this pod's
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
 LEADERSHIP_CHECK_S = 0.5  # how soon a cache feed ends after this sidecar stops leading
@@ -62,7 +38,57 @@ TSO_RETRY_S = 0.05
 VIA_HEADER = "kubepd-via"  # set on streams a sidecar forwards to the pd-leader: its pod
 
 
+class Forwarded:
+    """A unary PD RPC a follower sends to the pd-leader unchanged (the pd-leader answers
+    it itself): declared in the class body, `AllocID = Forwarded()`, so the servicer's
+    methods are all visible where it is defined."""
+
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(
+        self, obj: SidecarService | None, objtype: type | None = None
+    ) -> Callable[[Any, Ctx], Coroutine[Any, Any, Any]]:
+        if obj is None:
+            return getattr(PdService, self.name)  # type: ignore[no-any-return]
+        name, service = self.name, obj
+
+        async def forward(request: Any, context: Ctx) -> Any:
+            return await service._forward(name, request, context)
+
+        forward.__name__ = name
+        return forward
+
+
 class SidecarService(PdService):
+    # -- forwarded to the pd-leader while following (StoreHeartbeat too, below: it also
+    # notes which stores are local) ------------------------------------------------------
+    AllocID = Forwarded()
+    Bootstrap = Forwarded()
+    IsBootstrapped = Forwarded()
+    GetStore = Forwarded()
+    PutStore = Forwarded()
+    GetAllStores = Forwarded()
+    AskBatchSplit = Forwarded()
+    AskSplit = Forwarded()
+    ReportBatchSplit = Forwarded()
+    ReportSplit = Forwarded()
+    GetClusterConfig = Forwarded()
+    PutClusterConfig = Forwarded()
+    GetGCSafePoint = Forwarded()
+    UpdateGCSafePoint = Forwarded()
+    UpdateServiceGCSafePoint = Forwarded()
+    GetOperator = Forwarded()
+    ScatterRegion = Forwarded()
+    SplitRegions = Forwarded()
+    ReportMinResolvedTS = Forwarded()
+    GetMinTS = Forwarded()
+    IsSnapshotRecovering = Forwarded()
+    LoadGlobalConfig = Forwarded()  # type: ignore[assignment]  # over a plain method
+    StoreGlobalConfig = Forwarded()  # type: ignore[assignment]  # over a plain method
+
     def __init__(
         self,
         node: PdNode,
@@ -222,6 +248,8 @@ class SidecarService(PdService):
                     out.put_nowait(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
                 log.info("upstream heartbeat stream ended: %s", e)
+            except Exception as e:
+                stream_failed(e, self.node.stats, "upstream")
             finally:
                 if call is not None:  # also stops its task that reads upstream_requests()
                     call.cancel()
@@ -259,8 +287,10 @@ class SidecarService(PdService):
                     last_forward[region.id] = now
                     self.forwarded_heartbeats += 1
                     up.put_nowait(req)
-            except Exception:
-                log.debug("local heartbeat stream ended", exc_info=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                read_loop_failed(e, context, self.node.stats, "sidecar")
             finally:
                 up.put_nowait(end)
                 out.put_nowait(end)
@@ -284,13 +314,5 @@ class SidecarService(PdService):
                 self.local.unbind(bound[0], deliver)
 
 
-def _make_forwarder(name: str) -> Any:
-    async def handler(self: SidecarService, request: Any, context: Ctx) -> Any:
-        return await self._forward(name, request, context)
-
-    handler.__name__ = name
-    return handler
-
-
-for _name in FORWARDED_UNARY:
-    setattr(SidecarService, _name, _make_forwarder(_name))
+# What a follower forwards, as declared above.
+FORWARDED_UNARY = tuple(n for n, v in vars(SidecarService).items() if isinstance(v, Forwarded))
