@@ -366,6 +366,10 @@ class Node:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 "--secure-port=10259",
+                # A pod tried before its PVC was bound waits for a volume event, or for
+                # this long (default 5 min): a missed event kept basic-1 Pending for the
+                # whole 5 min in one run. 15 s keeps the retry within the tests' bounds.
+                "--pod-max-in-unschedulable-pods-duration=15s",
             ],
         )
         if (NODE_BIN / "kube-proxy").exists():
