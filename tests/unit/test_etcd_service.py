@@ -21,29 +21,18 @@ from pdcore.ports import EtcdChange
 from pdcore.service.etcd import EtcdService
 from pdcore.service.etcd_watch import ERR_DUPLICATE_ID, ERR_EMPTY_RANGE, WatchSpec, WatchUpdate
 from pdcore.service.node import Member, PdNode
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now_s(self) -> float:
-        return self.t
-
-    def monotonic_s(self) -> float:
-        return self.t
-
+from tests.support.clocks import SteppedClock
 
 Store = MemoryStore | LocalStore
 
 
 async def make(
     store: Store,
-    clock: FakeClock | None = None,
+    clock: SteppedClock | None = None,
     leader: Callable[[], bool] | None = None,
     **kw: int,
 ) -> EtcdService:
-    clock = clock or FakeClock()
+    clock = clock or SteppedClock()
     node = PdNode(
         meta=store,
         region_storage=store,
@@ -173,7 +162,7 @@ async def test_not_the_leader_refuses_writes() -> None:
 
 
 async def test_keys_revisions_history_and_leases_survive_restart(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = SteppedClock()
     svc = await make(LocalStore(tmp_path), clock)
     _, r1 = await svc.write(PutOp(b"/k", b"1"))
     await svc.write(PutOp(b"/k", b"2"))
@@ -224,7 +213,7 @@ async def test_history_is_bounded_by_automatic_compaction(tmp_path: Path) -> Non
 
 
 async def test_leases_expire_on_the_given_clock_and_take_their_keys() -> None:
-    clock = FakeClock()
+    clock = SteppedClock()
     svc = await make(MemoryStore(), clock)
     try:
         lease = await svc.lease_grant(10)

@@ -21,6 +21,7 @@ from pdcore.domain.errors import (
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.domain.store import Store, StoreState, StoreStats
 from pdcore.service.node import REJECT_LOG_PER_S, Member, PdNode, UnknownStoreStream
+from tests.support.clocks import SteppedClock
 
 MEMBER = Member("pd", 1, ("http://127.0.0.1:2379",))
 
@@ -187,19 +188,6 @@ async def test_storage_outage_loses_no_region_update() -> None:
     await node.flush_regions()
     assert mem.regions[2].epoch == RegionEpoch(1, 3)
     await node.stop()
-
-
-class SteppedClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now_s(self) -> float:
-        return self.t
-
-    def monotonic_s(self) -> float:
-        return self.t
 
 
 async def test_rejected_heartbeats_are_counted_and_logged_at_a_bounded_rate(

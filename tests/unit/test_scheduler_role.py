@@ -16,19 +16,9 @@ from pdcore.proto import kubepdpb_pb2_grpc
 from pdcore.scheduling.prepare import COLLECT_TIMEOUT_S, PrepareChecker
 from pdcore.service.region_sync import apply_synced
 from pdcore.service.scheduler_role import SchedulerRole
+from tests.support.clocks import SteppedClock
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
 from tests.unit.test_store_policies import Sink, View
-
-
-@dataclass
-class Clock:
-    t: float = NOW
-
-    def now_s(self) -> float:
-        return self.t
-
-    def monotonic_s(self) -> float:
-        return self.t
 
 
 def unbalanced(n: int = 20) -> View:
@@ -37,12 +27,12 @@ def unbalanced(n: int = 20) -> View:
     return View(base.tree, base.config, base.store_map)
 
 
-def role_on(view: View, sink: Sink, clock: Clock) -> SchedulerRole:
+def role_on(view: View, sink: Sink, clock: SteppedClock) -> SchedulerRole:
     return SchedulerRole(view, sink, clock, tick_s=0.05)
 
 
 async def test_nothing_is_scheduled_before_the_view_is_prepared_and_the_reason_shows() -> None:
-    view, sink, clock = unbalanced(), Sink(), Clock()
+    view, sink, clock = unbalanced(), Sink(), SteppedClock(NOW)
     svc = role_on(view, sink, clock).scheduling
     # the view came from storage: no region heard live yet
     for _ in range(5):
@@ -72,7 +62,7 @@ async def test_nothing_is_scheduled_before_the_view_is_prepared_and_the_reason_s
 
 
 async def test_synced_regions_count_as_heard_so_an_in_sync_follower_is_prepared() -> None:
-    view, sink, clock = unbalanced(), Sink(), Clock()
+    view, sink, clock = unbalanced(), Sink(), SteppedClock(NOW)
     svc = role_on(view, sink, clock).scheduling
     synced = RegionTree()
     for r in view.tree:

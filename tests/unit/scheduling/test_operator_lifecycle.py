@@ -23,6 +23,7 @@ from pdcore.scheduling.operator import (
 )
 from pdcore.scheduling.steps import MergeStep
 from pdcore.service.scheduling import SchedulingService
+from tests.support.clocks import SteppedClock
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
 
 EXPIRY = CREATED_EXPIRE_S + FAST_RESEND_S  # one re-send's grace after PD's expiry
@@ -135,17 +136,6 @@ class Sink:
         return True
 
 
-@dataclass
-class Clock:
-    t: float = NOW
-
-    def now_s(self) -> float:
-        return self.t
-
-    def monotonic_s(self) -> float:
-        return self.t
-
-
 class View(MemoryCluster):
     async def alloc_id(self, count: int = 1) -> int:
         return 5000
@@ -154,10 +144,10 @@ class View(MemoryCluster):
         return []
 
 
-def service(connected: set[int]) -> tuple[SchedulingService, Sink, Clock]:
+def service(connected: set[int]) -> tuple[SchedulingService, Sink, SteppedClock]:
     base = cluster([store(i) for i in (1, 2, 3)], [region(1, [1, 2, 3], leader=1)])
     view = View(base.tree, base.config, base.store_map)
-    sink, clock = Sink(connected), Clock()
+    sink, clock = Sink(connected), SteppedClock(NOW)
     return SchedulingService(view, sink, clock, view.config), sink, clock
 
 
