@@ -26,6 +26,10 @@ class RateLimitedLog:
 
     def warning(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log `msg` unless `kind` was logged less than an interval ago; True if logged."""
+        return self.log(logging.WARNING, kind, msg, *args, exc_info=exc_info)
+
+    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """`warning` at another level (e.g. INFO for what is expected during failover)."""
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -36,5 +40,5 @@ class RateLimitedLog:
         if len(self._last) > 1024:  # kinds come from a fixed set; bound it anyway
             self._last = {kind: now}
         extra = {"kind": kind, "suppressed": skipped} if skipped else {"kind": kind}
-        self._log.warning(msg, *args, extra=extra, exc_info=exc_info)
+        self._log.log(level, msg, *args, extra=extra, exc_info=exc_info)
         return True

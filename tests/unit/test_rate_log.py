@@ -20,3 +20,18 @@ def test_one_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> Non
     assert [r.getMessage() for r in caplog.records] == ["bad a", "bad b", "bad a again"]
     assert caplog.records[-1].suppressed == 99  # type: ignore[attr-defined]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_other_levels_share_the_same_limit(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("t"), interval_s=10, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, "t"):
+        for _ in range(44):  # a failover's worth of ended streams
+            rl.log(logging.INFO, "ended", "stream ended")
+        now[0] = 10
+        rl.log(logging.INFO, "ended", "stream ended")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "stream ended"),
+        (logging.INFO, "stream ended"),
+    ]
+    assert caplog.records[-1].suppressed == 43  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, status_of
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
 from pdcore.adapters.grpc.stream_errors import read_loop_failed, stream_failed
+from pdcore.adapters.rate_log import RateLimitedLog
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.domain.tso import Timestamp
@@ -29,6 +30,7 @@ from pdcore.service.node import PdNode
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
+_ended = RateLimitedLog(log)
 
 LOCAL_STORE_TTL_S = 30.0  # a store silent this long no longer counts as this pod's
 STATS_FORWARD_S = 30.0  # forward an unchanged heartbeat at most this often (stats, binding)
@@ -247,7 +249,9 @@ class SidecarService(PdService):
                 async for resp in call:
                     out.put_nowait(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
-                log.info("upstream heartbeat stream ended: %s", e)
+                # Every TiKV stream ends this way while the pd-leader changes hands (dozens
+                # a second seen): one line per interval, with the count it stands for.
+                _ended.log(logging.INFO, "upstream-ended", "upstream heartbeat stream ended: %s", e)
             except Exception as e:
                 stream_failed(e, self.node.stats, "upstream")
             finally:
