@@ -17,7 +17,7 @@ from pdcore.domain.etcd_ops import PutOp
 from pdcore.domain.mvcc import RangeQuery
 from pdcore.service.etcd import EtcdService
 from pdcore.service.node import Member, PdNode
-from tests.unit.test_etcd_service import FakeClock
+from tests.support.clocks import SteppedClock
 
 VALUE = b"v" * 1000
 
@@ -27,7 +27,7 @@ async def node() -> AsyncIterator[PdNode]:
     n = PdNode(
         meta=MemoryStore(),
         region_storage=None,
-        clock=FakeClock(),
+        clock=SteppedClock(),
         member=Member("pd", 7, ("http://127.0.0.1:2379",)),
     )
     await n.start()

@@ -27,20 +27,10 @@ from pdcore.domain.gc import GcState
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.domain.store import NodeState, Store, StoreState, StoreStats
 from pdcore.scheduling.rules import LabelConstraint, Rule
+from tests.support.clocks import SteppedClock
 from tests.support.kubecluster import KubeCluster
 
 REGION = Region(2, b"", b"", RegionEpoch(1, 1), (Peer(3, 1),), leader=Peer(3, 1))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def now_s(self) -> float:
-        return self.t
-
-    def monotonic_s(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -203,7 +193,7 @@ async def test_bootstrap_store_comes_back_if_its_object_is_missing(
 
 
 async def test_store_status_writes_are_bounded(kube: KubeClient, namespace: str) -> None:
-    clock = FakeClock()
+    clock = SteppedClock(1_700_000_000.0)
     ks = KubeStore(kube, namespace, "c", clock=clock, status_interval_s=30.0)
     s = Store(
         1,
