@@ -229,7 +229,9 @@ class PdServer:
 
             add_policy_routes(app, role.policies, self.wasm_host)
 
-    async def stop(self, grace_s: float = 1.0) -> None:
+    async def stop(self, grace_s: float = 1.0, crash: bool = False) -> None:
+        """Stop every part; `crash=True` skips the final region flush, so what was not
+        yet saved is lost as after kill -9 (the store itself is closed either way)."""
         self.serving = False
         if self._grpc is not None:
             await self._grpc.health.shutdown()  # NOT_SERVING before anything stops
@@ -246,5 +248,5 @@ class PdServer:
         if self.etcd is not None:
             await self.etcd.stop()
         if self.node is not None:
-            await self.node.stop()
+            await self.node.stop(flush=not crash)
         await self.store.close()

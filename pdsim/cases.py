@@ -4,6 +4,7 @@ success predicate judged on the simulated cluster's ground truth, and a time bou
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from pdsim.fleet import Fleet
 from pdsim.runner import Case, distribution
@@ -186,24 +187,37 @@ def region_split() -> Case:
     )
 
 
-def region_merge() -> Case:
+MERGE_SCHEDULE = {"split_merge_interval_s": 0.0, "merge_schedule_limit": 16}
+
+
+def _merging(stores: int) -> Case:
+    """300 small regions on 3 stores merge into at most a third as many; with more
+    stores than 3, the empty ones take their share while the merges run, so merges meet
+    neighbours on other stores and regions whose peers are moving."""
     n = 300
+    balancing = stores > 3
 
     def pred(f: Fleet) -> Check:
-        return both(
+        checks = [
             (len(f.regions) <= n // 3, f"{len(f.regions)} regions (want <= {n // 3})"),
             replicated(f),
-        )
+        ]
+        if balancing:
+            checks.append(uniform(live(f)["peers"], 0.2))
+        return both(*checks)
 
+    limits = {"store_limit_add_peer": 60.0, "store_limit_remove_peer": 60.0}
     return Case(
-        "region-merge",
-        "300 small regions merge into fewer, larger ones",
-        zones(3),
+        "merge-while-balancing" if balancing else "region-merge",
+        f"300 small regions on 3 stores merge while {stores - 3} empty stores take their share"
+        if balancing
+        else "300 small regions merge into fewer, larger ones",
+        zones(stores),
         round_robin(n, 3),
         pred,
-        bound_s=1800,
+        bound_s=3600 if balancing else 1800,
         size_mib=10,
-        schedule={"split_merge_interval_s": 0.0, "merge_schedule_limit": 16},
+        schedule={**MERGE_SCHEDULE, **(limits if balancing else {})},
     )
 
 
@@ -411,43 +425,28 @@ def stable_env() -> Case:
     )
 
 
-CASES = {
-    c.name: c
-    for c in (
-        add_nodes(),
-        add_nodes_dynamic(),
-        delete_nodes(),
-        region_split(),
-        region_merge(),
-        _hot("write"),
-        _hot("read"),
-        makeup_down_replicas(),
-        label_isolation(),
-        balance_leader(),
-        redundant_balance_region(),
-        import_data(),
-        stable_env(),
-    )
+# Each factory builds a fresh copy of its case (cases keep per-run state in closures).
+FACTORIES: dict[str, Callable[[], Case]] = {
+    "add-nodes": add_nodes,
+    "add-nodes-dynamic": add_nodes_dynamic,
+    "delete-nodes": delete_nodes,
+    "region-split": region_split,
+    "region-merge": lambda: _merging(3),
+    "merge-while-balancing": lambda: _merging(5),
+    "hot-write": lambda: _hot("write"),
+    "hot-read": lambda: _hot("read"),
+    "makeup-down-replicas": makeup_down_replicas,
+    "label-isolation": label_isolation,
+    "balance-leader": balance_leader,
+    "redundant-balance-region": redundant_balance_region,
+    "import-data": import_data,
+    "stable-env": stable_env,
 }
+CASES = {name: make() for name, make in FACTORIES.items()}
 
 
 def get(name: str) -> Case:
-    """A fresh copy of a case (cases keep per-run state in closures)."""
-    factories = {
-        "add-nodes": add_nodes,
-        "add-nodes-dynamic": add_nodes_dynamic,
-        "delete-nodes": delete_nodes,
-        "region-split": region_split,
-        "region-merge": region_merge,
-        "hot-write": lambda: _hot("write"),
-        "hot-read": lambda: _hot("read"),
-        "makeup-down-replicas": makeup_down_replicas,
-        "label-isolation": label_isolation,
-        "balance-leader": balance_leader,
-        "redundant-balance-region": redundant_balance_region,
-        "import-data": import_data,
-        "stable-env": stable_env,
-    }
-    if name not in factories:
+    """A fresh copy of a case."""
+    if name not in FACTORIES:
         raise KeyError(f"unknown case {name!r}; run `kubepd simulate --list`")
-    return factories[name]()
+    return FACTORIES[name]()

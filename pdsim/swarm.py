@@ -2,10 +2,10 @@
 
 A `FaultSchedule` is both the fleet's `Faults` (what to drop, refuse or delay) and the
 runner's `Observer` (it takes stores down and brings them back, slows a store's
-snapshots, restarts PD, splits regions while replicas move, and checks safety after
-every tick). After `quiet_after()` no more faults come, and the case's own predicate
-must then hold within the case's bound (liveness). A failing seed is replayed exactly by
-`kubepd simulate --case CASE --seed N --faults`.
+snapshots, restarts PD gracefully or as a crash, splits regions while replicas move,
+and checks safety after every tick). After `quiet_after()` no more faults come, and the
+case's own predicate must then hold within the case's bound (liveness). A failing seed
+is replayed exactly by `kubepd simulate --case CASE --seed N --faults`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SWARM_CASES = (
     "makeup-down-replicas",
     "region-merge",
     "import-data",
+    "merge-while-balancing",
 )
 FAULT_SPAN_S = 600.0  # faults come during the first this many simulated seconds
 KINDS = (
@@ -53,6 +54,9 @@ class Window:
         return self.start_s <= t < self.end_s
 
     def __str__(self) -> str:
+        if self.kind == "pd-restart":
+            how = "crash" if self.target % 2 else "graceful"
+            return f"{self.kind}@{self.start_s:.0f}s({how})"
         return f"{self.kind}@{self.start_s:.0f}-{self.end_s:.0f}s(level={self.level:.2f})"
 
 
@@ -134,7 +138,9 @@ class FaultSchedule:
                 self._slow(i, w, world)
             elif w.kind == "pd-restart" and w.start_s <= t and i not in self._restarted:
                 self._restarted.add(i)
-                await world.restart_pd()
+                # The target already drawn picks crash or graceful, so the schedules
+                # (and the regression seeds) stay as they were drawn.
+                await world.restart_pd(crash=w.target % 2 == 1)
             elif w.kind == "splits" and w.active(t) and fleet.regions and self._rng.random() < 0.3:
                 region = self._rng.choice(sorted(fleet.regions))
                 fleet.split_soon(region)

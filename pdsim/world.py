@@ -138,14 +138,15 @@ class World:
         )
         return self.fleet
 
-    async def restart_pd(self) -> None:
-        """Stop PD and start it again on the same (in-memory) store, as after a crash
-        of `kubepd serve`: regions come back from what was flushed, the rest from
-        TiKV's heartbeats; TSO and ids continue above the saved marks."""
+    async def restart_pd(self, crash: bool = False) -> None:
+        """Stop PD and start it again on the same (in-memory) store: regions come back
+        from what was flushed, the rest from TiKV's heartbeats; TSO and ids continue
+        above the saved marks. `crash=True` stops it as kill -9 would: region changes
+        not yet flushed are lost."""
         if self.server is not None:
             self._operators_before += self._operators_now()
             with lockstep.holding():
-                await self.server.stop(0)
+                await self.server.stop(0, crash=crash)
         self.restarts += 1
         await self._start_server()
 

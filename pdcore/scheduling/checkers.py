@@ -18,6 +18,7 @@ from pdcore.scheduling.operator import (
     Priority,
     add_peer,
     leave_joint_state,
+    merge_region,
     move_peer,
     promote_learner,
     remove_peer,
@@ -25,7 +26,6 @@ from pdcore.scheduling.operator import (
 )
 from pdcore.scheduling.rules import RegionFit, Rule, fit, rules_for
 from pdcore.scheduling.scores import distinct_score, region_score
-from pdcore.scheduling.steps import MergeStep
 
 IdSource = Callable[[], int | None]
 
@@ -311,38 +311,29 @@ class MergeChecker:
         cands = [tree.next(region)]
         if not sc.enable_one_way_merge:
             cands.append(tree.find_ending_at(region.start_key) if region.start_key else None)
-        best: Region | None = None
+        rules = [(r.group_id, r.id) for r in rules_for(region, ctx.rules)]
+        options: list[tuple[bool, int, Region]] = []
         for t in cands:
             if t is None or not t.is_healthy or t.leader is None:
                 continue
             if ctx.now - self.split_at.get(t.id, -1e18) < interval:
                 continue
-            if t.store_ids != region.store_ids or len(t.peers) != len(region.peers):
-                continue
             if t.approximate_size + region.approximate_size > max(
                 sc.max_merge_region_size * 4, 256
             ):
                 continue
-            if best is None or t.approximate_size < best.approximate_size:
-                best = t
-        if best is None:
-            return [], "no adjacent region to merge with"
-        src = Operator(
-            desc="merge-region",
-            region_id=region.id,
-            epoch=region.epoch,
-            kind=OpKind.MERGE,
-            steps=[MergeStep(region.id, best, passive=False)],
-            reason=f"region {region.id} ({region.approximate_size} MiB) is small",
-            region_size=region.approximate_size,
-        )
-        dst = Operator(
-            desc="merge-region",
-            region_id=best.id,
-            epoch=best.epoch,
-            kind=OpKind.MERGE,
-            steps=[MergeStep(region.id, best, passive=True)],
-            reason=f"target of merging region {region.id}",
-            region_size=best.approximate_size,
-        )
-        return [src, dst], ""
+            if [(r.group_id, r.id) for r in rules_for(t, ctx.rules)] != rules:
+                continue  # other placement rules: the merged region could fit neither
+            # Same stores first (no peer moves), then the smaller neighbour.
+            options.append((t.store_ids != region.store_ids, t.approximate_size, t))
+        for _, _, best in sorted(options, key=lambda o: (o[0], o[1], o[2].id)):
+            ops = merge_region(
+                region,
+                best,
+                ctx.new_id,
+                f"region {region.id} ({region.approximate_size} MiB) is small",
+                joint=sc.enable_joint_consensus,
+            )
+            if ops is not None:
+                return list(ops), ""
+        return [], "no adjacent region to merge with"

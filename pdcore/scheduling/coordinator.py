@@ -20,7 +20,14 @@ from pdcore.scheduling.checkers import (
 from pdcore.scheduling.cluster import ClusterView
 from pdcore.scheduling.controller import OperatorController, Send
 from pdcore.scheduling.diagnostics import Diagnosis
-from pdcore.scheduling.operator import Operator, OpKind, Priority, remove_peer, transfer_leader
+from pdcore.scheduling.operator import (
+    Operator,
+    OpKind,
+    Priority,
+    merge_region,
+    remove_peer,
+    transfer_leader,
+)
 from pdcore.scheduling.rules import Rule, default_rules
 from pdcore.scheduling.scatter import Scatterer
 from pdcore.scheduling.schedulers import registry
@@ -296,16 +303,41 @@ class Coordinator:
         if region is None:
             return None, f"region {region_id} not found", []
         try:
-            op = self._admin_op(kind, region, args)
+            ops = self._admin_ops(kind, region, args)
         except (ValueError, KeyError) as e:
             return None, str(e), []
-        op.kind |= OpKind.ADMIN
-        op.priority = Priority.URGENT
-        op.scheduler = "admin"
-        problem = self.controller.add(op, now)
+        for op in ops:
+            op.kind |= OpKind.ADMIN
+            op.priority = Priority.URGENT
+            op.scheduler = "admin"
+        # A merge is two operators (source and target): both are admitted or neither.
+        problem = next((p for p in (self.controller.check(o, now) for o in ops) if p), None)
         if problem is not None:
             return None, problem, []
-        return op, "", self._first_send(op, now)
+        sends: list[Send] = []
+        for op in ops:
+            if self.controller.add(op, now) is None:
+                sends.extend(self._first_send(op, now))
+        return ops[0], "", sends
+
+    def _admin_ops(self, kind: str, region: Region, args: dict[str, Any]) -> list[Operator]:
+        if kind == "merge-region":
+            target = self.view.tree.get(int(args.get("target_region_id", 0)))
+            if target is None:
+                raise ValueError("target_region_id must name a known region")
+            if not (target.start_key == region.end_key or target.end_key == region.start_key):
+                raise ValueError("regions to merge must be adjacent")
+            ops = merge_region(
+                region,
+                target,
+                self.new_id,
+                "requested by an administrator",
+                joint=self.view.config.schedule.enable_joint_consensus,
+            )
+            if ops is None:
+                raise ValueError("regions to merge need the same number of voters and no learners")
+            return list(ops)
+        return [self._admin_op(kind, region, args)]
 
     def _admin_op(self, kind: str, region: Region, args: dict[str, Any]) -> Operator:
         from pdcore.scheduling.operator import add_peer, move_peer
@@ -353,23 +385,6 @@ class Coordinator:
                 epoch=region.epoch,
                 kind=OpKind.SPLIT,
                 steps=[SplitStep(region.start_key, region.end_key, SplitPolicy[policy], keys)],
-                reason="requested by an administrator",
-                region_size=region.approximate_size,
-            )
-        if kind == "merge-region":
-            target = self.view.tree.get(int(args.get("target_region_id", 0)))
-            if target is None:
-                raise ValueError("target_region_id must name a known region")
-            if not (target.start_key == region.end_key or target.end_key == region.start_key):
-                raise ValueError("regions to merge must be adjacent")
-            from pdcore.scheduling.steps import MergeStep
-
-            return Operator(
-                desc="merge-region",
-                region_id=region.id,
-                epoch=region.epoch,
-                kind=OpKind.MERGE,
-                steps=[MergeStep(region.id, target, passive=False)],
                 reason="requested by an administrator",
                 region_size=region.approximate_size,
             )

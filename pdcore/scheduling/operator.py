@@ -5,6 +5,7 @@ CREATED → CANCELED | EXPIRED)."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pdcore.domain.region import Peer, PeerRole, Region, RegionEpoch
@@ -12,6 +13,7 @@ from pdcore.scheduling.steps import (
     AddLearnerStep,
     JointEnterStep,
     JointLeaveStep,
+    MergeStep,
     PromoteLearnerStep,
     RemovePeerStep,
     Step,
@@ -240,6 +242,64 @@ def remove_peer(
         steps.append(TransferLeaderStep(from_store, others[0].store_id))
     steps.append(RemovePeerStep(from_store))
     return _op("remove-peer", region, kind, steps, reason, priority)
+
+
+def merge_region(
+    source: Region,
+    target: Region,
+    new_peer_id: Callable[[], int | None],
+    reason: str,
+    joint: bool = True,
+    kind: OpKind = OpKind.MERGE,
+) -> tuple[Operator, Operator] | None:
+    """The two operators of merging `source` into its neighbour `target` (PD's
+    merge-region): the source first moves its peers onto the target's stores, one store
+    at a time, then merges; the target waits (passive) for as long as that can take.
+    None if the regions cannot be matched (other peer counts, learners, or no id)."""
+    if len(source.peers) != len(target.peers) or source.learners or target.learners:
+        return None
+    have, want = source.store_ids, target.store_ids
+    voters = set(have)
+    leader = source.leader_store_id
+    steps: list[Step] = []
+    for to_store, from_store in zip(sorted(want - have), sorted(have - want), strict=True):
+        pid = new_peer_id()
+        if pid is None:
+            return None
+        new = Peer(pid, to_store)
+        steps.append(AddLearnerStep(to_store, pid))
+        if leader == from_store:
+            # Hand the leadership to a voter that stays, where there is one.
+            others = sorted(voters - {from_store}, key=lambda sid: (sid not in want, sid))
+            steps.append(TransferLeaderStep(from_store, others[0]))
+            leader = others[0]
+        old = source.peer_on(from_store)
+        assert old is not None
+        if joint:
+            steps += [JointEnterStep((new,), (old,)), JointLeaveStep((new,), (old,))]
+        else:
+            steps.append(PromoteLearnerStep(to_store, pid))
+        steps.append(RemovePeerStep(from_store))
+        voters = (voters - {from_store}) | {to_store}
+    moves_s = sum(st.timeout(source.approximate_size) for st in steps)
+    src = _op(
+        "merge-region",
+        source,
+        kind,
+        [*steps, MergeStep(source.id, target, False)],
+        reason,
+        Priority.MEDIUM,
+    )
+    dst_step = MergeStep(source.id, target, passive=True, wait_s=moves_s)
+    dst = _op(
+        "merge-region",
+        target,
+        kind,
+        [dst_step],
+        f"target of merging region {source.id}",
+        Priority.MEDIUM,
+    )
+    return src, dst
 
 
 def leave_joint_state(region: Region, reason: str) -> Operator:

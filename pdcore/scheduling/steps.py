@@ -191,6 +191,7 @@ class MergeStep:
     source_id: int
     target: Region
     passive: bool
+    wait_s: float = 0.0  # the target also waits for the source's peer moves
     slow = False
 
     def is_finished(self, region: Region) -> bool:
@@ -205,7 +206,7 @@ class MergeStep:
         return None if self.passive else Merge(self.target)
 
     def timeout(self, size: int) -> float:
-        return fast_timeout(size) * 10
+        return fast_timeout(size) * 10 + self.wait_s
 
     def describe(self) -> str:
         role = "target" if self.passive else "source"

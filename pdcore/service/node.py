@@ -249,7 +249,9 @@ class PdNode:
             },
         )
 
-    async def stop(self) -> None:
+    async def stop(self, flush: bool = True) -> None:
+        """Stop the node's loops; `flush=False` leaves unsaved region changes unsaved,
+        as a crash would (the simulator's fault swarm restarts PD both ways)."""
         self._started = False
         for t in self._tasks:
             t.cancel()
@@ -261,7 +263,8 @@ class PdNode:
         self._tasks = []
         for t in list(self._persisting.values()):
             t.cancel()
-        await self.flush_regions()
+        if flush:
+            await self.flush_regions()
 
     @property
     def started(self) -> bool:

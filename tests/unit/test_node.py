@@ -190,6 +190,25 @@ async def test_storage_outage_loses_no_region_update() -> None:
     await node.stop()
 
 
+@pytest.mark.parametrize("flush", [True, False])
+async def test_a_crash_stop_leaves_unflushed_region_changes_unsaved(flush: bool) -> None:
+    # The simulator's swarm restarts PD both ways; a crash must lose what kill -9 loses.
+    mem = MemoryStore()
+    node = PdNode(
+        meta=mem,
+        region_storage=mem,
+        clock=SystemClock(),
+        member=MEMBER,
+        region_flush_interval_s=3600.0,
+    )
+    await node.start()
+    await node.bootstrap(Store(1, "127.0.0.1:20160", version="8.5.0"), first_region())
+    await node.flush_regions()
+    node.region_heartbeat(Region(2, b"", b"", RegionEpoch(1, 3), (Peer(3, 1),), leader=Peer(3, 1)))
+    await node.stop(flush=flush)
+    assert mem.regions[2].epoch == (RegionEpoch(1, 3) if flush else RegionEpoch(1, 1))
+
+
 async def test_rejected_heartbeats_are_counted_and_logged_at_a_bounded_rate(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -178,6 +178,70 @@ def test_merge_small_neighbours_only_after_split_merge_interval() -> None:
     assert ops[0].steps[0].passive is False and ops[1].steps[0].passive is True  # type: ignore[union-attr]
 
 
+def test_merge_moves_the_source_onto_the_targets_stores_first() -> None:
+    # PD's merge-region: a neighbour on other stores is matched by moving the source's
+    # peers (the leader handed to a store that stays), then merged; the target waits.
+    regions = [
+        region(1, [1, 2, 3], leader=1, size=5, start=b"a", end=b"b"),
+        region(2, [2, 3, 4], size=5, start=b"b", end=b"c"),
+    ]
+    c = cluster([store(i) for i in (1, 2, 3, 4)], regions, split_merge_interval_s=0.0)
+    ops, why = MergeChecker(started_at=NOW).check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert len(ops) == 2, why
+    src, dst = ops
+    kinds = [type(s) for s in src.steps]
+    assert kinds[0] is AddLearnerStep and src.steps[0].to_store == 4  # type: ignore[union-attr]
+    assert TransferLeaderStep in kinds and kinds.index(TransferLeaderStep) < kinds.index(
+        RemovePeerStep
+    )
+    move = src.steps[kinds.index(TransferLeaderStep)]
+    assert (move.from_store, move.to_store) == (1, 2)  # type: ignore[union-attr]
+    assert src.steps[kinds.index(RemovePeerStep)].from_store == 1  # type: ignore[union-attr]
+    assert kinds[-1] is MergeStep and src.steps[-1].passive is False  # type: ignore[union-attr]
+    assert src.influence[4].add_peer == 1 and src.influence[1].remove_peer == 1
+    # The target's passive step outlasts the source's moves.
+    wait = dst.steps[0]
+    assert isinstance(wait, MergeStep) and wait.passive
+    assert wait.timeout(5) >= sum(s.timeout(5) for s in src.steps[:-1])
+
+
+def test_merge_prefers_a_neighbour_on_the_same_stores_and_skips_other_rules() -> None:
+    regions = [
+        region(1, [2, 3, 4], size=1, start=b"a", end=b"b"),
+        region(2, [1, 2, 3], size=8, start=b"b", end=b"c"),
+        region(3, [1, 2, 3], size=5, start=b"c", end=b"d"),
+        region(4, [1, 2, 3], size=5, start=b"d", end=b"e"),
+    ]
+    c = cluster([store(i) for i in (1, 2, 3, 4)], regions, split_merge_interval_s=0.0)
+    checker = MergeChecker(started_at=NOW)
+    ops, _ = checker.check(check_ctx(c), c.tree.get(2))  # type: ignore[arg-type]
+    # Region 1 is smaller but on other stores; region 3 needs no moves.
+    assert [o.region_id for o in ops] == [2, 3] and len(ops[0].steps) == 1
+    # A rule of its own on region 4's range: it merges with neither neighbour.
+    own = Rule(group_id="pd", id="d-range", start_key=b"d", end_key=b"e", count=3)
+    rules = [*default_rules(c.config.replication), own]
+    ops, why = checker.check(check_ctx(c, rules), c.tree.get(4))  # type: ignore[arg-type]
+    assert ops == [] and why == "no adjacent region to merge with"
+
+
+def test_admin_merge_adds_source_and_target_or_neither() -> None:
+    regions = [
+        region(1, [1, 2, 3], size=5, start=b"a", end=b"b"),
+        region(2, [2, 3, 4], size=5, start=b"b", end=b"c"),
+        region(3, [1, 2], size=5, start=b"c", end=b"d"),
+    ]
+    c = cluster([store(i) for i in (1, 2, 3, 4)], regions)
+    coord = Coordinator(c, id_source(), started_at=NOW, schedulers=())  # type: ignore[arg-type]
+    op, problem, sends = coord.add_admin_operator("merge-region", 1, {"target_region_id": 2}, NOW)
+    assert op is not None and problem == "" and sends
+    running = coord.controller.running
+    assert isinstance(running[1].steps[0], AddLearnerStep)
+    assert isinstance(running[2].steps[0], MergeStep) and running[2].steps[0].passive
+    # Three voters into two cannot be matched: refused, nothing added.
+    op, problem, _ = coord.add_admin_operator("merge-region", 3, {"target_region_id": 2}, NOW)
+    assert op is None and "same number of voters" in problem and 3 not in running
+
+
 # -- schedulers ---------------------------------------------------------------------------------
 def test_balance_leader_moves_toward_even() -> None:
     regions = [region(i, [1, 2, 3], leader=1) for i in range(1, 31)]
