@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -139,7 +140,6 @@ class SimStore:
     outbox: Outbox = field(default_factory=Outbox)
     snap_slowdown: float = 1.0  # a store with a slow disk or network (fault schedules)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    hb_cursor: int = 0
     extra_used: int = 0
 
 
@@ -199,7 +199,10 @@ class Fleet:
         self.on_id: Callable[[int, str], None] | None = None
         self._waiting_snaps: list[tuple[SimRegion, Peer]] = []
         self._last_store_hb = -1e18
-        self._last_region_hb = 0.0
+        # When each region's next periodic heartbeat is due, as TiKV's per-region tick:
+        # a heap of (due, region id); an entry is stale once `_hb_next` moved on.
+        self._hb_due: list[tuple[float, int]] = []
+        self._hb_next: dict[int, float] = {}
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
         self._splits: set[asyncio.Task[None]] = set()  # cancelled on close
@@ -309,6 +312,10 @@ class Fleet:
         await self._store_heartbeats()
         for r in self.regions.values():
             self.heartbeat(r)
+        # Spread the periodic ones evenly over the interval from here on.
+        now, n = self.now(), len(self.regions)
+        for i, rid in enumerate(self.regions):
+            self._next_heartbeat(rid, now + self.cfg.region_hb_s * (i + 1) / n)
 
     def _store_pb(self, s: SimStore) -> metapb_pb2.Store:
         return metapb_pb2.Store(
@@ -382,7 +389,14 @@ class Fleet:
         s.call, s.tasks = None, []
 
     # -- heartbeats ---------------------------------------------------------------------------
+    def _next_heartbeat(self, rid: int, at: float) -> None:
+        self._hb_next[rid] = at
+        heapq.heappush(self._hb_due, (at, rid))
+
     def heartbeat(self, r: SimRegion, interval_s: int = 0) -> None:
+        # The next periodic one is due an interval from now, whether or not this one
+        # gets out (a down store's leader, a dropped message): it is tried again then.
+        self._next_heartbeat(r.id, self.now() + self.cfg.region_hb_s)
         store = self.stores.get(r.leader_store)
         if store is None or not store.up or store.call is None:
             return
@@ -728,25 +742,22 @@ class Fleet:
         if now - self._last_store_hb >= self.cfg.store_hb_s:
             self._last_store_hb = now
             await self._store_heartbeats()
-        # Spread periodic region heartbeats evenly over the interval.
-        due = now - self._last_region_hb
-        if due > 0 and self.regions:
-            share = int(len(self.regions) * due / self.cfg.region_hb_s)
-            if share > 0:
-                self._last_region_hb = now
-                regions = list(self.regions.values())
-                for s in self.stores.values():
-                    s.hb_cursor %= max(1, len(regions))
-                start = next(iter(self.stores.values())).hb_cursor if self.stores else 0
-                for i in range(share):
-                    r = regions[(start + i) % len(regions)]
-                    self.heartbeat(r, interval_s=int(self.cfg.region_hb_s))
-                    if r.write_rate:
-                        r.size_mib += max(1, int(r.write_rate * self.cfg.region_hb_s / MIB))
-                        if r.size_mib >= self.cfg.split_size_mib and r.id not in self._busy:
-                            self._start_split(r, [])
-                for s in self.stores.values():
-                    s.hb_cursor = (start + share) % max(1, len(regions))
+        # Each region's periodic heartbeat when it is due (spread over the interval at
+        # bootstrap; any other heartbeat of the region moves it on).
+        due = self._hb_due
+        while due and due[0][0] <= now:
+            at, rid = heapq.heappop(due)
+            r = self.regions.get(rid)
+            if r is None:
+                self._hb_next.pop(rid, None)  # merged away
+                continue
+            if self._hb_next.get(rid) != at:
+                continue  # superseded by a later heartbeat of the region
+            self.heartbeat(r, interval_s=int(self.cfg.region_hb_s))
+            if r.write_rate:
+                r.size_mib += max(1, int(r.write_rate * self.cfg.region_hb_s / MIB))
+                if r.size_mib >= self.cfg.split_size_mib and r.id not in self._busy:
+                    self._start_split(r, [])
 
     async def close(self) -> None:
         self._running = False
