@@ -391,11 +391,19 @@ class _StreamCall:
             else:
                 behaviour = handler.stream_stream
                 responses = behaviour(self._requests(handler.request_deserializer), ctx)
-            async for response in responses:
-                out = handler.response_serializer(response)
-                if delay := self._channel._delay(self._method, "response"):
-                    await asyncio.sleep(delay)
-                await self._down.put(out)
+            try:
+                async for response in responses:
+                    out = handler.response_serializer(response)
+                    if delay := self._channel._delay(self._method, "response"):
+                        await asyncio.sleep(delay)
+                    await self._down.put(out)
+            finally:
+                # Cancelled between two responses, the handler is parked at a yield: close
+                # it, as gRPC does, so its own clean-up (a reader task) runs now and not
+                # at the loop's shutdown.
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         except _Abort as e:
             status = _rpc_error(e.code, e.details)
         except asyncio.CancelledError:

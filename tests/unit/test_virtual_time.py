@@ -193,3 +193,43 @@ def test_streams_are_bounded_and_end_when_the_server_stops() -> None:
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
 
     virtual_loop.run(main)
+
+
+class _Flooding(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
+    """A stream handler that answers faster than its client reads, with clean-up."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def Tso(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        try:
+            for i in range(10 * inproc.STREAM_WINDOW):
+                yield pdpb_pb2.TsoResponse(count=i + 1)
+        finally:
+            self.closed.set()
+
+
+def test_a_cancelled_stream_closes_its_handler_parked_at_a_yield() -> None:
+    # The handler waits on the full window between two responses; cancelling the call
+    # must run its clean-up now (PD's heartbeat handler stops its reader task there),
+    # not leave it to the loop's shutdown ("Task was destroyed but it is pending").
+    async def main() -> bool:
+        pd = _Flooding()
+        _server, stub = _channel(pd)
+
+        async def requests() -> AsyncIterator[Any]:
+            yield pdpb_pb2.TsoRequest(count=1)
+            await asyncio.Event().wait()
+
+        call = stub.Tso(requests())
+        assert (await call.read()).count == 1
+        await asyncio.sleep(1.0)  # the window fills; the handler is parked
+        assert not pd.closed.is_set()
+        call.cancel()
+        try:
+            await asyncio.wait_for(pd.closed.wait(), 5.0)
+        except TimeoutError:
+            return False
+        return True
+
+    assert virtual_loop.run(main), "the handler's clean-up did not run on cancel"
