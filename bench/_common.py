@@ -28,8 +28,21 @@ def start_server(name: str = "bench", extra: list[str] | None = None) -> PdProce
 
 
 def cpu_seconds(pid: int) -> float:
+    """User and system CPU of `pid` and of its living child processes (the client port's
+    splice pump is one), recursively."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    own = (int(fields[11]) + int(fields[12])) / CLK
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass  # the thread ended meanwhile
+    return out
 
 
 def rss_bytes(pid: int) -> int:

@@ -18,6 +18,7 @@ from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 
 DURATION_S = 3.0
 ROUNDS = 3
+STREAMS = (1, 8, 64)
 
 
 async def stream(stub: pdpb_pb2_grpc.PDStub, cid: int, until: float, lat: list[float]) -> int:
@@ -59,7 +60,7 @@ def main() -> int:
             f" {'server CPU s':>13} {'CPU us/ts':>10}"
         )
         medians: list[str] = []
-        for streams in (1, 8, 64):
+        for streams in STREAMS:
             rows: dict[str, list[tuple[float, ...]]] = {mode: [] for mode in servers}
             for rnd in range(ROUNDS):
                 for mode, pd in servers.items():

@@ -79,6 +79,7 @@ class SidecarOptions:
     client_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
     advertise_client_urls: list[str] | None = None
     status_addr: str = "127.0.0.1:2381"
+    http_on_client_port: bool = True  # PD's HTTP API on the client URL too, as PD does
     data_dir: str | None = None  # region snapshot for warm restarts
     lease_duration_s: float = 5.0
     renew_period_s: float = 1.0
@@ -126,7 +127,10 @@ class SidecarServer:
         sec = o.security
         dial = dialer(sec)
         self._grpc = ClientServer(
-            o.client_urls[0], interceptors=[RequestGuard(sec.cert_allowed_cn)], security=sec
+            o.client_urls[0],
+            http_on_client_port=o.http_on_client_port,
+            interceptors=[RequestGuard(sec.cert_allowed_cn)],
+            security=sec,
         )
         self.client_address = await self._grpc.bind()
         scheme = "https" if sec.enabled else "http"
@@ -228,7 +232,7 @@ class SidecarServer:
         app = build_app(self.node, Metrics(self.node))
         add_scheduling_routes(app, self.scheduling)
         add_keyspace_routes(app, self.keyspaces)
-        if not sec.enabled:  # with TLS the client port is gRPC only: nowhere to forward to
+        if self._grpc.http_on_client_port:  # else (or with TLS) nowhere to forward to
             add_leader_forwarding(app, self.is_leader, self._leader_url)
         http_tls = secure(app, sec)
         if http_tls is not None:

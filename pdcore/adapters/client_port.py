@@ -5,11 +5,13 @@ grpc core owns the sockets it listens on and speaks only HTTP/2, and grpc python
 adopt an accepted socket. So the public port is an asyncio listener that looks at the
 first bytes of each connection:
 
-* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the connection is spliced to the gRPC
-  server, which listens on a private abstract unix socket. The splice is two asyncio
-  transports writing to each other, reading into one reused buffer per direction (no
-  parsing, no allocation per read, no extra task); it is the only cost the shared port
-  adds to TSO and heartbeats (numbers in docs/benchmarks.md);
+* the HTTP/2 client preface (`PRI * HTTP/2.0`) — the socket is taken from asyncio and
+  spliced to the gRPC server, which listens on a private abstract unix socket, by two
+  threads per connection doing blocking reads and writes (one per direction). A read
+  wakes its thread straight from the kernel and the copy holds the GIL only between two
+  system calls: the event loop, which runs PD's TSO and heartbeat handlers, does nothing
+  for a spliced connection, and a copy waits at most for the GIL, never for a turn of
+  the loop (numbers in docs/benchmarks.md);
 * anything else — the socket is given to the aiohttp server as if it had accepted it
   itself: aiohttp parses, the front copies nothing.
 """
@@ -17,12 +19,13 @@ first bytes of each connection:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Coroutine
-from typing import Any
+import threading
+from collections.abc import Callable
 
 log = logging.getLogger("kubepd.client_port")
 
@@ -39,51 +42,43 @@ def private_grpc_address() -> tuple[str, str]:
     return f"unix-abstract:{name}", f"\0{name}"
 
 
-class _Splice(asyncio.BufferedProtocol):
-    """One direction of a spliced connection: bytes read here are written to `peer`,
-    with back-pressure (a full peer pauses our reading). Reads land in one buffer per
-    direction, reused: no allocation per read (asyncio's plain protocols allocate up to
-    256 KiB for every recv)."""
+def _copy(src: socket.socket, dst: socket.socket, buf: memoryview) -> None:
+    """Copy until `src` ends, then half-close `dst`; any error ends both sides."""
+    try:
+        while n := src.recv_into(buf):
+            dst.sendall(buf[:n])
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
-    def __init__(self) -> None:
-        self.peer: asyncio.Transport | None = None
-        self.transport: asyncio.Transport | None = None
-        self.on_lost: Callable[[asyncio.Transport], None] | None = None
-        self._buf = memoryview(bytearray(SPLICE_BUFFER))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buf
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self.peer is not None
-        self.peer.write(self._buf[:nbytes])
-        if self.peer.get_write_buffer_size():
-            # Not all sent: the transport may keep a view of this buffer (Python 3.12+
-            # queues views instead of copying), so the next read needs a new one.
-            self._buf = memoryview(bytearray(SPLICE_BUFFER))
-
-    def eof_received(self) -> bool:
-        if self.peer is not None and self.peer.can_write_eof():
-            self.peer.write_eof()
-            return True  # keep our side open for the peer's remaining bytes
-        return False
-
-    def pause_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
-            self.peer.close()
-        if self.on_lost is not None and self.transport is not None:
-            self.on_lost(self.transport)
+def _splice(client: socket.socket, first: bytes, grpc_path: str, done: Callable[[], None]) -> None:
+    """One gRPC connection, in its own thread: connect to the private gRPC socket, send
+    the sniffed bytes, then copy both ways (a second thread for gRPC's answers) until both
+    ends have closed."""
+    up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            up.connect(grpc_path)
+            up.sendall(first)
+        except OSError as e:
+            log.warning("gRPC server unreachable on the client port: %s", e)
+            return
+        back = threading.Thread(
+            target=_copy,
+            args=(up, client, memoryview(bytearray(SPLICE_BUFFER))),
+            name="client-port-splice-back",
+            daemon=True,
+        )
+        back.start()
+        _copy(client, up, memoryview(bytearray(SPLICE_BUFFER)))
+        back.join()
+    finally:
+        up.close()
+        client.close()
+        done()
 
 
 class _Sniffer(asyncio.Protocol):
@@ -108,8 +103,7 @@ class _Sniffer(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         if self.buf.startswith(H2_PREFACE[:SNIFF_BYTES]):
-            self.transport.pause_reading()
-            self.front.spawn(self.front.splice_to_grpc(self.transport, self.buf))
+            self.front.splice_to_grpc(self.transport, self.buf)
         else:
             self.front.hand_to_http(self.transport, self.buf)
 
@@ -128,8 +122,8 @@ class ClientPort:
         self.server: asyncio.Server | None = None
         self.spliced = 0  # gRPC connections handed over
         self.http = 0  # HTTP/1.x connections handed over
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._spliced: set[asyncio.Transport] = set()  # client sides, closed on close()
+        self._spliced: set[socket.socket] = set()  # client sides, ended on close()
+        self._lock = threading.Lock()  # _spliced is changed by the splice threads
 
     async def listen(self, host: str, port: int) -> int:
         """Bind (connections wait in the backlog until `serve`); returns the port."""
@@ -151,11 +145,6 @@ class ClientPort:
         self.http_factory = http_factory
         await self.server.start_serving()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def hand_to_http(self, transport: asyncio.Transport, first: bytes) -> None:
         if self.http_factory is None:
             transport.close()
@@ -166,29 +155,27 @@ class ClientPort:
         proto.connection_made(transport)
         proto.data_received(first)
 
-    async def splice_to_grpc(self, client: asyncio.Transport, first: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            upstream, up = await loop.create_unix_connection(_Splice, self.grpc_path)
-        except OSError as e:
-            log.warning("gRPC server unreachable on the client port: %s", e)
-            client.close()
-            return
-        down = _Splice()
-        down.connection_made(client)
-        down.peer, up.peer = upstream, client
-        client.set_protocol(down)
-        if client.is_closing():  # the client left while we connected
-            upstream.close()
-            return
-        sock = client.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    def splice_to_grpc(self, client: asyncio.Transport, first: bytes) -> None:
+        """Take the socket from asyncio (a duplicate of its descriptor; the transport is
+        dropped without touching the connection) and pump it in threads."""
+        sock = socket.socket(fileno=os.dup(client.get_extra_info("socket").fileno()))
+        client.abort()  # closes asyncio's descriptor only: the duplicate keeps the connection
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        upstream.write(first)
-        client.resume_reading()
+        with self._lock:
+            self._spliced.add(sock)
         self.spliced += 1
-        self._spliced.add(client)
-        down.on_lost = self._spliced.discard
+        threading.Thread(
+            target=_splice,
+            args=(sock, first, self.grpc_path, lambda: self._forget(sock)),
+            name="client-port-splice",
+            daemon=True,
+        ).start()
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._spliced.discard(sock)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -198,9 +185,10 @@ class ClientPort:
         """Stop accepting and drop the spliced connections (call after the gRPC server
         has stopped, so in-flight calls had their grace period)."""
         self.stop_accepting()
-        for t in list(self._tasks):
-            t.cancel()
-        for transport in list(self._spliced):
-            transport.close()
+        with self._lock:
+            socks = list(self._spliced)
+        for sock in socks:  # wakes both threads of each: they close the sockets themselves
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         # No wait_closed(): from Python 3.12 it also waits for the HTTP connections,
         # which aiohttp closes itself when its runner is cleaned up.

@@ -49,7 +49,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--client-urls",
         default="http://127.0.0.1:2379",
-        help="URL to serve PD gRPC on (default: http://127.0.0.1:2379)",
+        help="URL to serve PD gRPC and PD's HTTP API on, one port as PD "
+        "(default: http://127.0.0.1:2379)",
     )
     p.add_argument(
         "--advertise-client-urls",
@@ -60,6 +61,14 @@ def add_parser(sub: Any) -> None:
         "--status-addr",
         default="127.0.0.1:2381",
         help="HOST:PORT for /health, /metrics and /pd/api/v1 (default: 127.0.0.1:2381)",
+    )
+    p.add_argument(
+        "--client-port-http",
+        default="on",
+        choices=["on", "off"],
+        help="serve PD's HTTP API on the client URL beside gRPC, HTTP writes on a follower "
+        "forwarded to the pd-leader; 'off' leaves the client port to gRPC alone (HTTP stays "
+        "on --status-addr, unforwarded; give every sidecar the same value) (default: on)",
     )
     p.add_argument(
         "--data-dir", default=None, help="local directory for the region snapshot (optional)"
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         client_urls=[args.client_urls],
         advertise_client_urls=[args.advertise_client_urls] if args.advertise_client_urls else None,
         status_addr=args.status_addr,
+        http_on_client_port=args.client_port_http == "on",
         data_dir=args.data_dir,
         lease_duration_s=args.lease_duration,
         renew_period_s=args.renew_period,

@@ -4,6 +4,7 @@ client URL, as PD serves both on 2379; and the standard gRPC health service."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdcore.app import PdServer, ServerOptions
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
+from tests.e2e.conftest import running_server
 from tests.support.pdclient import PdTestClient
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -151,3 +153,34 @@ async def test_large_messages_cross_the_splice_intact(client: PdTestClient) -> N
         )
     )
     assert {r.items[0].name: r.items[0].payload for r in loaded} == blobs
+
+
+def _splice_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("client-port-splice")]
+
+
+async def test_stopping_ends_spliced_connections_and_their_threads(tmp_path: Path) -> None:
+    """A gRPC connection spliced in threads: a client that keeps its connection open does
+    not keep the server's threads alive past stop(), and it sees the connection end."""
+    before = set(_splice_threads())
+    async with running_server(tmp_path) as srv:
+        host, port = srv.client_address.rsplit(":", 1)
+        async with grpc.aio.insecure_channel(srv.client_address) as ch:
+            await pdpb_pb2_grpc.PDStub(ch).GetMembers(pdpb_pb2.GetMembersRequest())
+            # A raw HTTP/2 connection that never finishes its handshake, held open.
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(9), 10)  # gRPC's SETTINGS: spliced
+            front = srv._grpc.front  # type: ignore[union-attr]
+            assert front is not None and front.spliced == 2
+            assert len(set(_splice_threads()) - before) == 4  # two per connection
+            await srv.stop(0)
+            while await asyncio.wait_for(reader.read(1 << 16), 10):
+                pass  # until the end of the connection
+            # The client has not closed its side: stop() itself ended the threads.
+            left = set(_splice_threads()) - before
+            for t in left:
+                await asyncio.to_thread(t.join, 10)
+            assert not [t for t in left if t.is_alive()]
+            writer.close()
+    assert not front._spliced

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.proto import keyspacepb_pb2, keyspacepb_pb2_grpc, pdpb_pb2
 from tests.kube.conftest import kubectl
+from tests.support.kubecluster import KubeCluster
 from tests.support.sidecars import Pods, Sidecar, wait_leader
 
 pytestmark = pytest.mark.timeout(300)
@@ -117,6 +119,28 @@ async def test_http_health_and_keyspaces_on_every_sidecar(pods: Pods, kube: Kube
         os.killpg(b.proc.pid, signal.SIGTERM)
         assert (await asyncio.wait_for(watch.read(), 10)).status == NOT_SERVING
         watch.cancel()
+
+
+async def test_client_port_http_off_leaves_every_sidecars_port_to_grpc(
+    kube_cluster: KubeCluster, kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    pods = Pods(kube_cluster, namespace, "h2only", tmp_path, extra=["--client-port-http", "off"])
+    pods.spawn(2, prefix="tikv")
+    try:
+        leader = await wait_leader(kube, pods, timeout=60)
+        follower = next(sc for sc in pods.sidecars if sc is not leader)
+        await until(f"{follower.pod} SERVING", lambda: _is(follower, SERVING))
+        for sc in pods.sidecars:
+            assert await _cluster_id(sc) == await _cluster_id(leader) != 0  # gRPC on the port
+            async with aiohttp.ClientSession() as s:
+                with pytest.raises(aiohttp.ClientError):  # grpc closes an HTTP/1.1 request
+                    await s.get(f"http://{sc.address}/pd/api/v2/keyspaces/DEFAULT")
+                status = f"http://127.0.0.1:{sc.status_port}/pd/api/v2/keyspaces/DEFAULT"
+                async with s.get(status) as r:
+                    assert r.status == 200 and (await r.json())["id"] == 0
+    finally:
+        for sc in pods.sidecars:
+            pods.kill9(sc)
 
 
 async def _is(sc: Sidecar, status: int) -> bool:
