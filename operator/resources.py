@@ -222,6 +222,7 @@ def statefulset(body: Obj, partition: int | None = None) -> Obj:
             str(sidecar.get("renewPeriodSeconds", 1)),
             "--data-dir",
             "/var/lib/kubepd",
+            *(["--client-port-http", "off"] if sidecar.get("clientPortHTTP") is False else []),
             *(tls_args if tls else []),
         ],
         "ports": [

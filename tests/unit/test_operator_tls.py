@@ -42,6 +42,18 @@ def test_without_tls_nothing_changes() -> None:
     assert "security" not in tomllib.loads(resources.configmap(body)["data"]["tikv.toml"])
 
 
+def test_client_port_http_off_reaches_the_sidecar_and_parses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAME", "c-0")
+    monkeypatch.setenv("KUBEPD_CLUSTER", "c")
+    assert "--client-port-http" not in containers(cluster())["kubepd"]["args"]
+    args = containers(cluster(sidecar={"clientPortHTTP": False}))["kubepd"]["args"]
+    assert args[args.index("--client-port-http") + 1] == "off"
+    parsed = build_parser().parse_args([a.replace("$(POD_IP)", "10.0.0.1") for a in args])
+    assert parsed.client_port_http == "off"
+
+
 def test_with_tls_the_secret_is_mounted_and_the_sidecar_serves_mtls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
