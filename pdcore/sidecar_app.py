@@ -47,6 +47,7 @@ from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed, read_region_sizes
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.tls import Security, dialer
+from pdcore.adapters.wasm.optional import wasm_host
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.region import Region
@@ -183,12 +184,15 @@ class SidecarServer:
         )
         self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
         self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
+        # One Wasm host for both scopes of SchedulingPolicy objects (the role closes it).
+        self.wasm = wasm_host("SchedulingPolicy objects")
         self.role = SchedulerRole(
             self.node,
             self.router,
             self.node.clock,
             holds=lambda: self.is_leader() and self.sched_lease.is_held(),
             writes_metadata=self.is_leader,
+            catalog=self.wasm,
         )
         self.scheduling = self.role.scheduling
         self.node.scheduling = self.scheduling
@@ -221,6 +225,7 @@ class SidecarServer:
             holder=identity,
             events=self.events,
             cluster_id=lambda: self.node.cluster_id,
+            host=self.wasm,
             candidate=self.is_leader,
         )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
@@ -258,7 +263,8 @@ class SidecarServer:
             self.client,
             o.namespace,
             o.cluster,
-            self.scheduling,
+            self.role,
+            self.wasm,
             pod=o.pod_name,
             # The stores whose TiKV heartbeats here: their regions are this sidecar's.
             local_stores=self.service.local_stores,
