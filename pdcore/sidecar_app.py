@@ -62,6 +62,7 @@ from pdcore.proto import (
 from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
+from pdcore.service.rate_log import RateLimitedLog
 from pdcore.service.region_sync import apply_synced
 from pdcore.service.scheduler_role import SchedulerRole
 from pdcore.service.streams import HeartbeatStreams
@@ -99,6 +100,7 @@ class SidecarServer:
         self.started = False  # start() has finished and stop() has not begun
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_log = RateLimitedLog(log)  # a follower re-reading durable state
         self.client_address = ""
         self.watched_config: ClusterConfig | None = None
         self.synced_once = False  # the region cache has caught up with a pd-leader
@@ -441,8 +443,14 @@ class SidecarServer:
                 try:
                     await self.node.load_durable(serve_writes=False)
                     self._reapply_watched()
-                except Exception:
-                    log.debug("refresh failed", exc_info=True)
+                except Exception as e:
+                    # Every 2 s while the API server is away: one line an interval.
+                    self._refresh_log.warning(
+                        "follower-refresh",
+                        "re-reading durable state failed: %r",
+                        e,
+                        exc_info=True,
+                    )
 
     async def stop(self) -> None:
         self.started = False

@@ -45,6 +45,7 @@ from pdcore.domain.store import (
 )
 from pdcore.domain.tso import DEFAULT_SAVE_INTERVAL_MS, Timestamp, TsoAllocator, WindowExhausted
 from pdcore.ports import Clock, MetaStore, RegionStorage
+from pdcore.service.rate_log import RateLimitedLog
 from pdcore.service.scheduling import SchedulingService
 from pdcore.service.streams import HeartbeatStreams
 
@@ -169,9 +170,9 @@ class PdNode:
         self._store_persisted_at: dict[int, float] = {}
         self._store_locks: dict[int, asyncio.Lock] = {}
         self._persisting: dict[int, asyncio.Task[None]] = {}
-        self._reject_window_start = float("-inf")
-        self._reject_window_lines = 0
-        self._rejects_unlogged = 0
+        self._rejects = RateLimitedLog(
+            log, 1.0, clock=lambda: self.clock.monotonic_s(), burst=REJECT_LOG_PER_S
+        )
 
     # -- lifecycle -----------------------------------------------------------
     async def load_durable(self, serve_writes: bool = True) -> None:
@@ -598,22 +599,14 @@ class PdNode:
     def _reject(self, region: Region, err: PdError) -> NoReturn:
         """Count and log a rejected heartbeat, then raise. At most REJECT_LOG_PER_S
         lines a second: a misbehaving store cannot flood the log, and the next line
-        after a quiet spell says how many went unlogged."""
+        after a quiet spell says how many went unlogged (`suppressed`)."""
         self.stats.region_heartbeats_rejected += 1
-        now = self.clock.monotonic_s()
-        if now - self._reject_window_start >= 1.0:
-            self._reject_window_start, self._reject_window_lines = now, 0
-        if self._reject_window_lines < REJECT_LOG_PER_S:
-            self._reject_window_lines += 1
-            log.warning(
-                "region heartbeat rejected: %s (%d unlogged rejections before)",
-                err,
-                self._rejects_unlogged,
-                extra={"region": region.id, "epoch": tuple(region.epoch)},
-            )
-            self._rejects_unlogged = 0
-        else:
-            self._rejects_unlogged += 1
+        self._rejects.warning(
+            "heartbeat-rejected",
+            "region heartbeat rejected: %s",
+            err,
+            extra={"region": region.id, "epoch": tuple(region.epoch)},
+        )
         raise err
 
     def _publish(self, region: Region) -> None:

@@ -22,12 +22,12 @@ from pdcore.adapters.grpc.errors import Ctx, status_of
 from pdcore.adapters.grpc.heartbeat_pump import HeartbeatPump
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
 from pdcore.adapters.grpc.stream_errors import stream_failed
-from pdcore.adapters.rate_log import RateLimitedLog
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.domain.tso import Timestamp
 from pdcore.proto import pdpb_pb2
 from pdcore.service.node import PdNode
+from pdcore.service.rate_log import RateLimitedLog
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
