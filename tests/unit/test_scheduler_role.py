@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import pytest
 
+from pdcore.adapters import codec
+from pdcore.adapters.codec import SYNCED_FLOW_INTERVAL_S
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.scheduling_policies import SchedulingPolicyResources
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.store_feed import StoreFeed, read_region_sizes
+from pdcore.domain.region import NO_FLOW, FlowStats, RegionEpoch
 from pdcore.domain.region_tree import RegionTree
 from pdcore.policy.abi import Proposal, ProposalKind
 from pdcore.policy.outcome import FailureKind, PolicyFailure
 from pdcore.policy.spec import PolicySpec
-from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc
+from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc, pdpb_pb2
 from pdcore.scheduling.prepare import COLLECT_TIMEOUT_S, PrepareChecker
 from pdcore.service.policies import LoadedPolicy
 from pdcore.service.region_sync import apply_synced
@@ -223,3 +226,31 @@ async def test_kubernetes_policies_use_the_roles_one_service_behind_the_prepared
         ("PolicyTrapped", "trap: unreachable"),
         ("PolicyDisabled", "failureStrategy Disable stopped it"),  # the default strategy
     ]
+
+
+def test_a_synced_view_keeps_traffic_and_a_holder_of_it_sees_hot_regions() -> None:
+    """The pd-leader's sync carries each region's traffic: a follower or the scheduler
+    host keeps it (with the sizes it had) and its hot statistics come from it."""
+    view, sink, clock = unbalanced(), Sink(), SteppedClock(NOW)
+    svc = role_on(view, sink, clock).scheduling
+    heard = view.tree.get(1)
+    assert heard is not None and heard.flow == NO_FLOW
+    busy = heard.with_(
+        epoch=RegionEpoch(1, 2),
+        approximate_size=0,  # what the leader's copy would say: the sync carries no sizes
+        flow=FlowStats(bytes_written=6_000_000, bytes_read=600_000, keys_written=900, keys_read=90),
+    )
+    batch = pdpb_pb2.SyncRegionResponse()
+    codec.sync_batch_to_pb([busy], batch)
+    [synced] = codec.regions_from_sync(
+        pdpb_pb2.SyncRegionResponse.FromString(batch.SerializeToString())
+    )
+    applied = apply_synced(view.tree, synced, svc)
+    assert applied is not None
+    kept = view.tree.get(1)
+    assert kept is not None and kept.approximate_size == heard.approximate_size
+    assert kept.flow == FlowStats(6_000_000, 600_000, 900, 90, interval_s=SYNCED_FLOW_INTERVAL_S)
+    assert kept.leader == heard.leader and kept.epoch == RegionEpoch(1, 2)
+    svc.on_region_heartbeat(*applied)
+    hot = svc.coordinator.hot[1]
+    assert hot.write_bytes > 0 and hot.write_keys == 900 / SYNCED_FLOW_INTERVAL_S

@@ -244,21 +244,7 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
     def _sync_batch(self, regions: list[Region]) -> Any:
         resp = pdpb_pb2.SyncRegionResponse()
         self.header(resp.header)
-        for r in regions:
-            codec.region_meta_to_pb(r, resp.regions.add())
-            leader = resp.region_leaders.add()
-            if r.leader is not None:
-                codec.peer_to_pb(r.leader, leader)
-            stat = resp.region_stats.add()
-            stat.bytes_written, stat.bytes_read = r.flow.bytes_written, r.flow.bytes_read
-            down = resp.down_peers.add()
-            for d in r.down_peers:
-                ps = down.peers.add()
-                codec.peer_to_pb(d.peer, ps.peer)
-                ps.down_seconds = d.down_seconds
-            pending = resp.pending_peers.add()
-            for p in r.pending_peers:
-                codec.peer_to_pb(p, pending.peers.add())
+        codec.sync_batch_to_pb(regions, resp)
         return resp
 
     # -- region lookups ----------------------------------------------------------------
