@@ -20,7 +20,8 @@ from pdcore.domain.errors import (
 )
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.domain.store import Store, StoreState, StoreStats
-from pdcore.service.node import REJECT_LOG_PER_S, Member, PdNode, UnknownStoreStream
+from pdcore.service.node import Member, PdNode
+from pdcore.service.region_ingest import REJECT_LOG_PER_S, UnknownStoreStream
 from tests.support.clocks import SteppedClock
 
 MEMBER = Member("pd", 1, ("http://127.0.0.1:2379",))

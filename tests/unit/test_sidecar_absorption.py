@@ -19,7 +19,8 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.service import STATS_FORWARD_S, SidecarService
 from pdcore.domain.region_tree import RegionTree
 from pdcore.proto import pdpb_pb2
-from pdcore.service.node import NodeStats, PdNode
+from pdcore.service.member_state import NodeStats
+from pdcore.service.node import PdNode
 from pdcore.service.streams import HeartbeatStreams
 
 CLUSTER = 7

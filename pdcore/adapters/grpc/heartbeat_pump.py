@@ -23,7 +23,7 @@ from pdcore.adapters.grpc.stream_errors import read_loop_failed
 from pdcore.domain.commands import RegionCommand
 from pdcore.domain.errors import PdError, TransportError
 from pdcore.proto import metapb_pb2, pdpb_pb2
-from pdcore.service.node import NodeStats
+from pdcore.service.member_state import NodeStats
 from pdcore.service.streams import HeartbeatStreams
 
 Handle = Callable[[Any], bool]  # one request; False ends the stream

@@ -29,7 +29,8 @@ from pdcore.domain.region import Region
 from pdcore.domain.store import StoreState
 from pdcore.domain.tso import Timestamp
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
-from pdcore.service.node import PdNode, UnknownStoreStream
+from pdcore.service.node import PdNode
+from pdcore.service.region_ingest import UnknownStoreStream
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.grpc")
