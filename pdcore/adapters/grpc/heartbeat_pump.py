@@ -78,7 +78,7 @@ class HeartbeatPump:
 
     # -- the loop -------------------------------------------------------------------------
     def _bind(self, store_id: int) -> None:
-        if self.streams is None or not store_id or store_id == self.bound:
+        if self.streams is None or not store_id:
             return
         if self.bound:
             self.streams.unbind(self.bound, self.deliver)
@@ -96,7 +96,8 @@ class HeartbeatPump:
                 except PdError as e:
                     self.answer_error(e, None)
                     return
-                self._bind(req.leader.store_id)
+                if (store_id := req.leader.store_id) != self.bound:  # rarely: once a stream
+                    self._bind(store_id)
                 if not handle(req):
                     return
         except asyncio.CancelledError:
