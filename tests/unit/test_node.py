@@ -4,6 +4,7 @@ durability across restarts, and bad input that must change nothing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.domain.config import ReplicationConfig
 from pdcore.domain.errors import (
     AlreadyBootstrapped,
     NotBootstrapped,
@@ -252,4 +254,21 @@ async def test_an_epoch_jump_no_real_region_makes_is_refused() -> None:
         node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 2 + MAX_EPOCH_STEP)))
     node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 1 + MAX_EPOCH_STEP)))
     assert node.tree.get(2).epoch.version == 1 + MAX_EPOCH_STEP  # type: ignore[union-attr]
+    await node.stop()
+
+
+async def test_the_facades_config_and_clock_are_what_every_service_reads() -> None:
+    """PdNode's services share one MemberState: a config set on the node (a watched
+    TiKVCluster) and a clock set on it reach the store registry and region ingest."""
+    node = await bootstrapped(MemoryStore())
+    await node.put_store(Store(2, "127.0.0.1:20161", version="8.5.0"))
+    with pytest.raises(PdError, match="fewer than max-replicas 3"):
+        await node.set_store_state(2, StoreState.OFFLINE)
+    node.config = dataclasses.replace(node.config, replication=ReplicationConfig(max_replicas=1))
+    assert node.store_registry.member.config.replication.max_replicas == 1
+    assert (await node.set_store_state(2, StoreState.OFFLINE)).is_offline
+    clock = SteppedClock(5000.0)
+    node.clock = clock
+    store = await node.store_heartbeat(1, StoreStats())
+    assert store.last_heartbeat_ns == int(5000.0 * 1e9), "the registry reads the new clock"
     await node.stop()
