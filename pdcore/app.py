@@ -33,6 +33,7 @@ from pdcore.adapters.net import DEFAULT_MAX_MESSAGE_BYTES, host_port, member_id_
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.adapters.tls import HttpTls, Security
+from pdcore.adapters.wasm.optional import wasm_host
 from pdcore.domain.config import ClusterConfig
 from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage
 from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
@@ -40,7 +41,7 @@ from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
 from pdcore.service.policies import PolicyService
-from pdcore.service.scheduler_role import PolicyCatalog, SchedulerRole
+from pdcore.service.scheduler_role import SchedulerRole
 
 if TYPE_CHECKING:
     from pdcore.adapters.wasm.host import WasmHost
@@ -205,18 +206,12 @@ class PdServer:
 
     def _start_scheduling(self, node: PdNode) -> SchedulerRole:
         """The scheduler role on the embedded server: always held (one member)."""
-        catalog: PolicyCatalog | None = None
-        try:
-            from pdcore.adapters.wasm.host import WasmHost
-        except ImportError:  # wasmtime not installed: no policies
-            log.warning("wasmtime not available; Wasm policies are off")
-        else:
-            self.wasm_host = catalog = WasmHost()
+        self.wasm_host = wasm_host("Wasm policies")
         extra: dict[str, Any] = {}
         if self.options.schedule_tick_s is not None:
             extra["tick_s"] = self.options.schedule_tick_s
         role = SchedulerRole(
-            node, node.streams, node.clock, catalog=catalog, rng=self._rng(1), **extra
+            node, node.streams, node.clock, catalog=self.wasm_host, rng=self._rng(1), **extra
         )
         node.scheduling = role.scheduling
         role.start()

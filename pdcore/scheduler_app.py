@@ -38,6 +38,7 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink, address_of, url_of
 from pdcore.adapters.sidecar.steps import StepRouter
 from pdcore.adapters.sidecar.store_feed import read_region_sizes
 from pdcore.adapters.tls import Security, add_grpc_port, dialer
+from pdcore.adapters.wasm.optional import wasm_host
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader
 from pdcore.domain.region import Region
@@ -162,12 +163,14 @@ class SchedulerHost:
             lambda: self.view.cluster_id,
             dial=self._dial,
         )
+        wasm = wasm_host("SchedulingPolicy objects")
         self.role = SchedulerRole(
             self.view,
             self.router,
             SystemClock(),
             holds=lambda: self.synced and self.lease.is_held(),
             writes_metadata=lambda: False,  # store metadata is the pd-leader's to write
+            catalog=wasm,
         )
         self.scheduling = self.role.scheduling
         self.role.start()
@@ -181,6 +184,7 @@ class SchedulerHost:
             holder=self.identity,
             events=self.events,
             cluster_id=lambda: self.view.cluster_id,
+            host=wasm,
             status_interval_s=o.status_interval_s,
         )
         self.parts.start()

@@ -47,6 +47,7 @@ from pdcore.adapters.sidecar.steps import StepReceiver, StepRouter
 from pdcore.adapters.sidecar.store_feed import StoreFeed, read_region_sizes
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.tls import Security, dialer
+from pdcore.adapters.wasm.optional import wasm_host
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import NotLeader, PdError
 from pdcore.domain.region import Region
@@ -61,6 +62,7 @@ from pdcore.proto import (
 from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
+from pdcore.service.rate_log import RateLimitedLog
 from pdcore.service.region_sync import apply_synced
 from pdcore.service.scheduler_role import SchedulerRole
 from pdcore.service.streams import HeartbeatStreams
@@ -99,6 +101,7 @@ class SidecarServer:
         self.started = False  # start() has finished and stop() has not begun
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_log = RateLimitedLog(log)  # a follower re-reading durable state
         self.client_address = ""
         self.watched_config: ClusterConfig | None = None
         self.synced_once = False  # the region cache has caught up with a pd-leader
@@ -187,12 +190,15 @@ class SidecarServer:
         )
         self.fence = SchedulerFence(self.client, o.namespace, lease_name(o.cluster, SCHEDULER))
         self.steps = StepReceiver(self.local_streams, self.fence, lambda: self.node.cluster_id)
+        # One Wasm host for both scopes of SchedulingPolicy objects (the role closes it).
+        self.wasm = wasm_host("SchedulingPolicy objects")
         self.role = SchedulerRole(
             self.node,
             self.router,
             self.node.clock,
             holds=lambda: self.is_leader() and self.sched_lease.is_held(),
             writes_metadata=self.is_leader,
+            catalog=self.wasm,
         )
         self.scheduling = self.role.scheduling
         self.node.scheduling = self.scheduling
@@ -225,6 +231,7 @@ class SidecarServer:
             holder=identity,
             events=self.events,
             cluster_id=lambda: self.node.cluster_id,
+            host=self.wasm,
             candidate=self.is_leader,
         )
         # Store-scoped policies' proposals, answered while this sidecar holds the role.
@@ -262,7 +269,8 @@ class SidecarServer:
             self.client,
             o.namespace,
             o.cluster,
-            self.scheduling,
+            self.role,
+            self.wasm,
             pod=o.pod_name,
             # The stores whose TiKV heartbeats here: their regions are this sidecar's.
             local_stores=self.service.local_stores,
@@ -439,8 +447,14 @@ class SidecarServer:
                 try:
                     await self.node.load_durable(serve_writes=False)
                     self._reapply_watched()
-                except Exception:
-                    log.debug("refresh failed", exc_info=True)
+                except Exception as e:
+                    # Every 2 s while the API server is away: one line an interval.
+                    self._refresh_log.warning(
+                        "follower-refresh",
+                        "re-reading durable state failed: %r",
+                        e,
+                        exc_info=True,
+                    )
 
     async def stop(self) -> None:
         self.started = False

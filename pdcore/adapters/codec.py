@@ -145,6 +145,62 @@ def region_from_heartbeat(req: pdpb_pb2.RegionHeartbeatRequest) -> Region:
     )
 
 
+# The region sync carries each region's traffic (pdpb.RegionStat) but not the interval it
+# was measured over: a synced copy takes TiKV's region heartbeat interval (60 s).
+SYNCED_FLOW_INTERVAL_S = 60
+
+
+def sync_batch_to_pb(regions: list[Region], out: pdpb_pb2.SyncRegionResponse) -> None:
+    """Regions into a region-sync batch: meta, leader, traffic, down and pending peers,
+    one entry each in the parallel lists (sizes go by GetRegionSizes)."""
+    for r in regions:
+        region_meta_to_pb(r, out.regions.add())
+        leader = out.region_leaders.add()
+        if r.leader is not None:
+            peer_to_pb(r.leader, leader)
+        stat = out.region_stats.add()
+        f = r.flow
+        stat.bytes_written, stat.bytes_read = f.bytes_written, f.bytes_read
+        stat.keys_written, stat.keys_read = f.keys_written, f.keys_read
+        down = out.down_peers.add()
+        for d in r.down_peers:
+            ps = down.peers.add()
+            peer_to_pb(d.peer, ps.peer)
+            ps.down_seconds = d.down_seconds
+        pending = out.pending_peers.add()
+        for p in r.pending_peers:
+            peer_to_pb(p, pending.peers.add())
+
+
+def regions_from_sync(resp: pdpb_pb2.SyncRegionResponse) -> list[Region]:
+    """A region-sync batch back into regions (a list shorter than `regions` is empty)."""
+    out = []
+    for i, meta in enumerate(resp.regions):
+        leader = resp.region_leaders[i] if i < len(resp.region_leaders) else None
+        downs = resp.down_peers[i].peers if i < len(resp.down_peers) else []
+        pend = resp.pending_peers[i].peers if i < len(resp.pending_peers) else []
+        flow = NO_FLOW
+        if i < len(resp.region_stats):
+            st = resp.region_stats[i]
+            if st.bytes_written or st.bytes_read or st.keys_written or st.keys_read:
+                flow = FlowStats(
+                    bytes_written=st.bytes_written,
+                    bytes_read=st.bytes_read,
+                    keys_written=st.keys_written,
+                    keys_read=st.keys_read,
+                    interval_s=SYNCED_FLOW_INTERVAL_S,
+                )
+        out.append(
+            region_meta_from_pb(meta).with_(
+                leader=peer_from_pb(leader) if leader is not None and leader.id else None,
+                down_peers=tuple(PeerStats(peer_from_pb(d.peer), d.down_seconds) for d in downs),
+                pending_peers=tuple(peer_from_pb(p) for p in pend),
+                flow=flow,
+            )
+        )
+    return out
+
+
 def region_meta_to_pb(r: Region, out: metapb_pb2.Region | None = None) -> metapb_pb2.Region:
     msg = out if out is not None else metapb_pb2.Region()
     msg.id = r.id

@@ -154,9 +154,11 @@ class PolicyService:
         self._task: asyncio.Task[None] | None = None
 
     def active(self) -> bool:
+        """Store-scoped: while there are local stores (the holder judges the proposals).
+        Cluster-scoped: while the role is held and prepared, like the built-in schedulers."""
         if self.propose is not None and self.local_stores is not None:
             return bool(self.local_stores())
-        return self.scheduling.active()
+        return self.scheduling.scheduling_now()
 
     def put(self, policy: LoadedPolicy) -> None:
         """Add or replace atomically: the next tick runs the new module (its spec was

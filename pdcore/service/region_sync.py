@@ -1,11 +1,13 @@
 """One apply for regions arriving over the pd-leader's region sync, for every host that
 keeps a synced view (a follower sidecar, the scheduler host).
 
-The sync carries each region's meta, leader, down and pending peers and traffic, but
-not its approximate size and keys (those come from `GetRegionSizes` now and then): a
-synced copy without them keeps the sizes of the copy it replaces, so a sidecar that
-takes over as pd-leader does not schedule on size-0 regions. Every synced region was
-heard live by the pd-leader, so it counts towards the prepared gate.
+The sync carries each region's meta, leader, down and pending peers and traffic (kept:
+the scheduler host's hot statistics come from it; the codec gives it TiKV's 60 s
+heartbeat interval, which the sync does not carry), but not its approximate size and
+keys (those come from `GetRegionSizes` now and then): a synced copy without them keeps
+the sizes of the copy it replaces, so a sidecar that takes over as pd-leader does not
+schedule on size-0 regions. Every synced region was heard live by the pd-leader, so it
+counts towards the prepared gate.
 """
 
 from __future__ import annotations

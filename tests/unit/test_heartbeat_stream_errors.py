@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from prometheus_client import generate_latest
 
 from pdcore.adapters.grpc.pd_service import PdService
 from pdcore.adapters.http.metrics import Metrics
+from pdcore.adapters.sidecar.leader_link import LeaderLink
+from pdcore.adapters.sidecar.service import SidecarService
 from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.domain.errors import StaleRegion
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.proto import metapb_pb2, pdpb_pb2
+from pdcore.service.streams import HeartbeatStreams
 from tests.unit.test_node import bootstrapped
+from tests.unit.test_sidecar_absorption import Upstream
 
 
 class Context:
@@ -114,4 +119,30 @@ async def test_a_stale_region_is_pds_error_and_the_stream_goes_on(
     region = node.tree.get(2)
     assert region is not None and region.epoch.version == 6, "the stream went on"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    await node.stop()
+
+
+def follower(node: Any) -> SidecarService:
+    """A follower sidecar over `node`, forwarding to an upstream that only listens."""
+    link = SimpleNamespace(current=lambda: Upstream())
+    return SidecarService(node, cast(LeaderLink, link), lambda: False, HeartbeatStreams(), "p")
+
+
+@pytest.mark.parametrize("gone", [False, True])
+async def test_a_follower_sidecars_read_loop_ends_the_same_way(
+    caplog: pytest.LogCaptureFixture, gone: bool
+) -> None:
+    node = await bootstrapped(MemoryStore())
+    svc = follower(node)
+    caplog.set_level(logging.DEBUG, logger="kubepd.heartbeat")
+    reqs = requests_then([heartbeat(node.cluster_id, 2)], RuntimeError("cache bug"))
+    await run(svc, reqs, Context(gone=gone))
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    if gone:
+        assert not errors and "stream=" not in errors_metric(node)
+    else:
+        assert len(errors) == 1 and errors[0].exc_info is not None
+        assert 'kubepd_heartbeat_stream_errors_total{stream="sidecar"} 1.0' in errors_metric(node)
+    region = node.tree.get(2)
+    assert region is not None and region.epoch.version == 2, "the heartbeat before it counted"
     await node.stop()

@@ -4,6 +4,7 @@ durability across restarts, and bad input that must change nothing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from pdcore.adapters.clock import SystemClock
 from pdcore.adapters.storage.local import LocalStore
 from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.domain.config import ReplicationConfig
 from pdcore.domain.errors import (
     AlreadyBootstrapped,
     NotBootstrapped,
@@ -20,7 +22,8 @@ from pdcore.domain.errors import (
 )
 from pdcore.domain.region import Peer, Region, RegionEpoch
 from pdcore.domain.store import Store, StoreState, StoreStats
-from pdcore.service.node import REJECT_LOG_PER_S, Member, PdNode, UnknownStoreStream
+from pdcore.service.node import Member, PdNode
+from pdcore.service.region_ingest import REJECT_LOG_PER_S, UnknownStoreStream
 from tests.support.clocks import SteppedClock
 
 MEMBER = Member("pd", 1, ("http://127.0.0.1:2379",))
@@ -227,8 +230,9 @@ async def test_rejected_heartbeats_are_counted_and_logged_at_a_bounded_rate(
         clock.t += 1.0
         with pytest.raises(StaleRegion):
             node.region_heartbeat(stale)
-    last = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()][-1]
-    assert "(5 unlogged rejections before)" in last
+    last = [r for r in caplog.records if "rejected" in r.getMessage()][-1]
+    assert last.suppressed == 5  # type: ignore[attr-defined]
+    assert last.region == stale.id  # type: ignore[attr-defined]
     assert node.stats.region_heartbeats_rejected == REJECT_LOG_PER_S + 6
 
 
@@ -269,4 +273,21 @@ async def test_an_epoch_jump_no_real_region_makes_is_refused() -> None:
         node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 2 + MAX_EPOCH_STEP)))
     node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 1 + MAX_EPOCH_STEP)))
     assert node.tree.get(2).epoch.version == 1 + MAX_EPOCH_STEP  # type: ignore[union-attr]
+    await node.stop()
+
+
+async def test_the_facades_config_and_clock_are_what_every_service_reads() -> None:
+    """PdNode's services share one MemberState: a config set on the node (a watched
+    TiKVCluster) and a clock set on it reach the store registry and region ingest."""
+    node = await bootstrapped(MemoryStore())
+    await node.put_store(Store(2, "127.0.0.1:20161", version="8.5.0"))
+    with pytest.raises(PdError, match="fewer than max-replicas 3"):
+        await node.set_store_state(2, StoreState.OFFLINE)
+    node.config = dataclasses.replace(node.config, replication=ReplicationConfig(max_replicas=1))
+    assert node.store_registry.member.config.replication.max_replicas == 1
+    assert (await node.set_store_state(2, StoreState.OFFLINE)).is_offline
+    clock = SteppedClock(5000.0)
+    node.clock = clock
+    store = await node.store_heartbeat(1, StoreStats())
+    assert store.last_heartbeat_ns == int(5000.0 * 1e9), "the registry reads the new clock"
     await node.stop()

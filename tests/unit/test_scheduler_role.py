@@ -5,20 +5,35 @@ synced view keeps region sizes, so a new holder schedules on real sizes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import pytest
 
+from pdcore.adapters import codec
+from pdcore.adapters.codec import SYNCED_FLOW_INTERVAL_S
+from pdcore.adapters.kube.client import KubeClient
+from pdcore.adapters.kube.events import EventRecorder
+from pdcore.adapters.kube.scheduling_policies import SchedulingPolicyResources
+from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.adapters.sidecar.store_feed import StoreFeed, read_region_sizes
+from pdcore.domain.region import NO_FLOW, FlowStats, RegionEpoch
 from pdcore.domain.region_tree import RegionTree
-from pdcore.proto import kubepdpb_pb2_grpc
+from pdcore.policy.abi import Proposal, ProposalKind
+from pdcore.policy.outcome import FailureKind, PolicyFailure
+from pdcore.policy.spec import PolicySpec
+from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc, pdpb_pb2
 from pdcore.scheduling.prepare import COLLECT_TIMEOUT_S, PrepareChecker
+from pdcore.service.policies import LoadedPolicy
 from pdcore.service.region_sync import apply_synced
 from pdcore.service.scheduler_role import SchedulerRole
 from tests.support.clocks import SteppedClock
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
-from tests.unit.test_store_policies import Sink, View
+from tests.unit.test_store_policies import Module, Sink, View
+
+if TYPE_CHECKING:
+    from pdcore.adapters.wasm.host import WasmHost
 
 
 def unbalanced(n: int = 20) -> View:
@@ -151,3 +166,91 @@ async def test_sizes_after_a_takeover(leader_feed: grpc.aio.Channel) -> None:
     apply_synced(follower, moved)  # a leader change synced later carries no sizes either
     after = follower.get(2)
     assert after is not None and after.leader_store_id == 2 and after.approximate_size == 34
+
+
+class Catalog:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_kubernetes_policies_use_the_roles_one_service_behind_the_prepared_gate() -> None:
+    """SchedulingPolicy objects run in the role's cluster-scoped policy service: not
+    before the view is prepared, and failures reach the object's events."""
+    view, sink, clock = unbalanced(), Sink(), SteppedClock(NOW)
+    role = SchedulerRole(view, sink, clock, catalog=Catalog(), tick_s=0.05)
+    resources = SchedulingPolicyResources(
+        cast(KubeClient, None), "ns", "c", role, cast("WasmHost", None)
+    )
+    assert resources.service is role.policies
+    service = role.policies
+    assert service is not None
+    policy = LoadedPolicy(
+        PolicySpec.parse({"name": "p", "module": b"\0asm", "interval_s": 1.0}),
+        Module([Proposal(ProposalKind.TRANSFER_LEADER, 1, 1, 1, 0, 2, "p")]),
+    )
+    service.put(policy)
+    assert role.active() and not service.active(), "held, but the view is not prepared yet"
+    proposals = ProposeService(role, lambda: 7)
+    request = kubepdpb_pb2.ProposeRequest(
+        cluster_id=7,
+        policy="q",
+        store_id=1,
+        proposals=[
+            kubepdpb_pb2.Proposal(kind=1, region_id=1, conf_ver=1, version=1, target_store=2)
+        ],
+    )
+    refused = await proposals.Propose(request, None)
+    assert [(v.accepted, v.reason) for v in refused.verdicts] == [
+        (False, f"not scheduling yet: {role.scheduling.prepare.reason}")
+    ]
+    assert "catch up" in role.scheduling.prepare.reason and not sink.sent
+    for r in view.tree:
+        role.scheduling.on_region_heartbeat(r, r)
+    assert service.active()
+    await service.run_once(policy)
+    assert policy.accepted == 1 and sink.sent
+    admitted = await proposals.Propose(request, None)
+    assert [v.reason for v in admitted.verdicts] == [
+        "region 1 already has operator transfer-leader"
+    ], "judged, not refused unheard"
+
+    warned: list[tuple[str, str]] = []
+    resources.objects["p"] = {"metadata": {"name": "p"}}
+    resources.events = cast(
+        EventRecorder, SimpleNamespace(warn=lambda o, r, m: warned.append((r, m)))
+    )
+    service._failed(policy, PolicyFailure(FailureKind.TRAP, "unreachable", 1.0))
+    assert warned == [
+        ("PolicyTrapped", "trap: unreachable"),
+        ("PolicyDisabled", "failureStrategy Disable stopped it"),  # the default strategy
+    ]
+
+
+def test_a_synced_view_keeps_traffic_and_a_holder_of_it_sees_hot_regions() -> None:
+    """The pd-leader's sync carries each region's traffic: a follower or the scheduler
+    host keeps it (with the sizes it had) and its hot statistics come from it."""
+    view, sink, clock = unbalanced(), Sink(), SteppedClock(NOW)
+    svc = role_on(view, sink, clock).scheduling
+    heard = view.tree.get(1)
+    assert heard is not None and heard.flow == NO_FLOW
+    busy = heard.with_(
+        epoch=RegionEpoch(1, 2),
+        approximate_size=0,  # what the leader's copy would say: the sync carries no sizes
+        flow=FlowStats(bytes_written=6_000_000, bytes_read=600_000, keys_written=900, keys_read=90),
+    )
+    batch = pdpb_pb2.SyncRegionResponse()
+    codec.sync_batch_to_pb([busy], batch)
+    [synced] = codec.regions_from_sync(
+        pdpb_pb2.SyncRegionResponse.FromString(batch.SerializeToString())
+    )
+    applied = apply_synced(view.tree, synced, svc)
+    assert applied is not None
+    kept = view.tree.get(1)
+    assert kept is not None and kept.approximate_size == heard.approximate_size
+    assert kept.flow == FlowStats(6_000_000, 600_000, 900, 90, interval_s=SYNCED_FLOW_INTERVAL_S)
+    assert kept.leader == heard.leader and kept.epoch == RegionEpoch(1, 2)
+    svc.on_region_heartbeat(*applied)
+    hot = svc.coordinator.hot[1]
+    assert hot.write_bytes > 0 and hot.write_keys == 900 / SYNCED_FLOW_INTERVAL_S

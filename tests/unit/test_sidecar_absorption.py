@@ -19,6 +19,7 @@ from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.adapters.sidecar.service import STATS_FORWARD_S, SidecarService
 from pdcore.domain.region_tree import RegionTree
 from pdcore.proto import pdpb_pb2
+from pdcore.service.member_state import NodeStats
 from pdcore.service.node import PdNode
 from pdcore.service.streams import HeartbeatStreams
 
@@ -100,7 +101,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 async def test_only_changes_write_flow_and_30s_old_figures_go_on(clock: SimpleNamespace) -> None:
     upstream = Upstream()
     link = SimpleNamespace(current=lambda: upstream)
-    node = SimpleNamespace(started=True, cluster_id=CLUSTER, tree=RegionTree())
+    node = SimpleNamespace(started=True, cluster_id=CLUSTER, tree=RegionTree(), stats=NodeStats())
     svc = SidecarService(
         cast(PdNode, node), cast(LeaderLink, link), lambda: False, HeartbeatStreams(), "pod-0"
     )

@@ -16,6 +16,7 @@ from pdcore.policy.spec import PolicySpec
 from pdcore.proto import kubepdpb_pb2
 from pdcore.scheduling.cluster import MemoryCluster
 from pdcore.service.policies import LoadedPolicy, PolicyService, admit
+from pdcore.service.scheduler_role import SchedulerRole
 from pdcore.service.scheduling import SchedulingService
 from tests.unit.scheduling.helpers import NOW, cluster, region, store
 
@@ -49,15 +50,20 @@ class Clock:
         return NOW
 
 
-def scheduling(active: bool = True) -> tuple[SchedulingService, Sink]:
+def holder(active: bool = True) -> tuple[SchedulerRole, Sink]:
+    """The scheduler role's holder over a four-store view (store 4 silent)."""
     base = cluster(
         [store(1), store(2), store(3), store(4, hb_age=10_000)],
         [region(1, [1, 2, 3], leader=1), region(2, [1, 2, 4], leader=2)],
     )
     view = View(base.tree, base.config, base.store_map)
     sink = Sink()
-    svc = SchedulingService(view, sink, Clock(), view.config, active=lambda: active)
-    return svc, sink
+    return SchedulerRole(view, sink, Clock(), holds=lambda: active), sink  # type: ignore[arg-type]
+
+
+def scheduling(active: bool = True) -> tuple[SchedulingService, Sink]:
+    role, sink = holder(active)
+    return role.scheduling, sink
 
 
 def proposal(region_id: int, target: int, version: int = 1, kind: int = 1) -> Any:
@@ -67,8 +73,8 @@ def proposal(region_id: int, target: int, version: int = 1, kind: int = 1) -> An
 
 
 def test_the_holder_admits_a_valid_proposal_and_says_why_it_refuses_others() -> None:
-    svc, sink = scheduling()
-    ps = ProposeService(svc, lambda: 7)
+    role, sink = holder()
+    ps = ProposeService(role, lambda: 7)
     assert ps.admit("p", 1, proposal(1, 2, version=9)) == (
         False,
         "region 1 epoch changed since the snapshot",
@@ -82,7 +88,7 @@ def test_the_holder_admits_a_valid_proposal_and_says_why_it_refuses_others() -> 
     assert not sink.sent
     assert ps.admit("p", 1, proposal(1, 2)) == (True, "")
     assert [sid for sid, _ in sink.sent] == [1]  # the first step, to the leader's store
-    assert svc.coordinator.controller.running[1].scheduler == "policy:p"
+    assert role.scheduling.coordinator.controller.running[1].scheduler == "policy:p"
     # The region has an operator now: a second one is refused by the controller.
     ok, why = ps.admit("p", 1, proposal(1, 3))
     assert not ok and why
@@ -163,8 +169,9 @@ def test_local_and_proposed_operators_are_admitted_by_the_same_path() -> None:
     cases = [(1, 2, 9), (1, 1, 1), (1, 4, 1), (2, 4, 1), (1, 2, 1)]
     verdicts = []
     for local in (True, False):
-        svc, _ = scheduling()
-        ps = ProposeService(svc, lambda: 7)
+        role, _ = holder()
+        svc = role.scheduling
+        ps = ProposeService(role, lambda: 7)
         out = []
         for region_id, target, version in cases:
             leader = svc.view.tree.get(region_id)

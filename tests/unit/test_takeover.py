@@ -113,7 +113,7 @@ async def test_a_storage_outage_is_logged_when_it_starts_and_ends(
     with caplog.at_level(logging.INFO, "kubepd.node"):
         node.region_heartbeat(first_region().with_(epoch=RegionEpoch(1, 2)))
         deadline = time.monotonic() + 5
-        while node._flush_failures.count < 5:
+        while node.regions.flush_failures.count < 5:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         store.fail_writes = False

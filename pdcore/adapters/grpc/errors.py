@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from pdcore.adapters.rate_log import RateLimitedLog
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.proto import pdpb_pb2
+from pdcore.service.rate_log import RateLimitedLog
 
 log = logging.getLogger("kubepd.grpc")
 _unexpected = RateLimitedLog(log)

@@ -15,7 +15,7 @@ import grpc
 
 from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, fill_error, status_of, unary
-from pdcore.adapters.grpc.stream_errors import read_loop_failed
+from pdcore.adapters.grpc.heartbeat_pump import HeartbeatPump
 from pdcore.domain.errors import (
     ClusterIdMismatch,
     InvalidValue,
@@ -28,8 +28,9 @@ from pdcore.domain.errors import (
 from pdcore.domain.region import Region
 from pdcore.domain.store import StoreState
 from pdcore.domain.tso import Timestamp
-from pdcore.proto import metapb_pb2, pdpb_pb2, pdpb_pb2_grpc
-from pdcore.service.node import PdNode, UnknownStoreStream
+from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
+from pdcore.service.node import PdNode
+from pdcore.service.region_ingest import UnknownStoreStream
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.grpc")
@@ -187,72 +188,32 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[Any], context: Ctx
     ) -> AsyncIterator[Any]:
         node = self.node
-        streams = self.streams_for(context)
-        out: asyncio.Queue[Any] = asyncio.Queue()
-        end = object()
-        bound: list[int] = [0]
-        cluster_id = node.cluster_id
+        pump = HeartbeatPump(
+            context=context,
+            cluster_id=node.cluster_id,
+            streams=self.streams_for(context),
+            stats=node.stats,
+            stream="pd",
+            keepalive_s=KEEPALIVE_S,
+        )
 
-        def deliver(cmd: Any) -> None:
-            out.put_nowait(codec.command_to_pb(cmd, cluster_id))
+        def check(req: Any) -> None:
+            self.validate(req.header)
+            if not node.is_bootstrapped:
+                raise NotBootstrapped()
 
-        def error_resp(err: PdError, leader: metapb_pb2.Peer | None) -> Any:
-            resp = pdpb_pb2.RegionHeartbeatResponse()
-            fill_error(resp.header, cluster_id, err)
-            if leader is not None:
-                resp.target_peer.CopyFrom(leader)
-            return resp
-
-        async def read() -> None:
+        def handle(req: Any) -> bool:
             try:
-                async for req in request_iterator:
-                    try:
-                        self.validate(req.header)
-                    except TransportError as e:
-                        out.put_nowait(e)
-                        return
-                    if not node.is_bootstrapped:
-                        out.put_nowait(error_resp(NotBootstrapped(), None))
-                        return
-                    store_id = req.leader.store_id
-                    if streams is not None and store_id and store_id != bound[0]:
-                        if bound[0]:
-                            streams.unbind(bound[0], deliver)
-                        bound[0] = store_id
-                        streams.bind(store_id, deliver)
-                    try:
-                        node.region_heartbeat(codec.region_from_heartbeat(req))
-                    except UnknownStoreStream as e:
-                        out.put_nowait(error_resp(e, req.leader))
-                        return
-                    except PdError as e:
-                        out.put_nowait(error_resp(e, req.leader))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                read_loop_failed(e, context, node.stats, "pd")
-            finally:
-                out.put_nowait(end)
+                node.region_heartbeat(codec.region_from_heartbeat(req))
+            except UnknownStoreStream as e:
+                pump.answer_error(e, req.leader)
+                return False
+            except PdError as e:
+                pump.answer_error(e, req.leader)
+            return True
 
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(out.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    keepalive = pdpb_pb2.RegionHeartbeatResponse()
-                    keepalive.header.cluster_id = cluster_id
-                    yield keepalive
-                    continue
-                if item is end:
-                    break
-                if isinstance(item, TransportError):
-                    await context.abort(status_of(item), str(item))
-                yield item
-        finally:
-            reader.cancel()
-            if streams is not None and bound[0]:
-                streams.unbind(bound[0], deliver)
+        async for resp in pump.run(request_iterator, check, handle):
+            yield resp
 
     # -- region sync to followers (sidecars) ---------------------------------------------
     async def SyncRegions(
@@ -284,21 +245,7 @@ class PdService(pdpb_pb2_grpc.PDServicer):  # type: ignore[misc]
     def _sync_batch(self, regions: list[Region]) -> Any:
         resp = pdpb_pb2.SyncRegionResponse()
         self.header(resp.header)
-        for r in regions:
-            codec.region_meta_to_pb(r, resp.regions.add())
-            leader = resp.region_leaders.add()
-            if r.leader is not None:
-                codec.peer_to_pb(r.leader, leader)
-            stat = resp.region_stats.add()
-            stat.bytes_written, stat.bytes_read = r.flow.bytes_written, r.flow.bytes_read
-            down = resp.down_peers.add()
-            for d in r.down_peers:
-                ps = down.peers.add()
-                codec.peer_to_pb(d.peer, ps.peer)
-                ps.down_seconds = d.down_seconds
-            pending = resp.pending_peers.add()
-            for p in r.pending_peers:
-                codec.peer_to_pb(p, pending.peers.add())
+        codec.sync_batch_to_pb(regions, resp)
         return resp
 
     # -- region lookups ----------------------------------------------------------------

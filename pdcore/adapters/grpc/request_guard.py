@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from pdcore.adapters.rate_log import RateLimitedLog
+from pdcore.service.rate_log import RateLimitedLog
 
 log = logging.getLogger("kubepd.grpc")
 

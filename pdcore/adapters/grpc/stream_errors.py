@@ -15,7 +15,7 @@ import logging
 import grpc
 
 from pdcore.adapters.grpc.errors import Ctx
-from pdcore.service.node import NodeStats
+from pdcore.service.member_state import NodeStats
 
 log = logging.getLogger("kubepd.heartbeat")
 

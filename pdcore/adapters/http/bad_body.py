@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pdcore.adapters.rate_log import RateLimitedLog
 from pdcore.domain.errors import PdError
+from pdcore.service.rate_log import RateLimitedLog
 
 log = logging.getLogger("kubepd.http")
 _bad = RateLimitedLog(log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pdcore.adapters.kube.client import KubeClient
 from pdcore.adapters.kube.cluster_status import INTERVAL_S, SchedulingStatus
@@ -22,6 +23,9 @@ from pdcore.adapters.kube.scheduling_policies import SchedulingPolicyResources, 
 from pdcore.adapters.kube.store import KubeStore
 from pdcore.adapters.sidecar.proposals import ProposeService
 from pdcore.service.scheduler_role import SchedulerRole
+
+if TYPE_CHECKING:
+    from pdcore.adapters.wasm.host import WasmHost
 
 log = logging.getLogger("kubepd.scheduler_parts")
 
@@ -38,17 +42,20 @@ class KubeSchedulerParts:
         holder: str,
         events: EventRecorder,
         cluster_id: Callable[[], int],
+        host: WasmHost | None = None,
         candidate: Callable[[], bool] | None = None,
         status_interval_s: float = INTERVAL_S,
     ) -> None:
         # `holder`: the identity written into status.scheduling; `candidate`: whether
         # this process may take the role at all (a sidecar only as pd-leader), so that
-        # others keep no policy module loaded.
+        # others keep no policy module loaded; `host`: the Wasm host, the role's catalog
+        # (None: SchedulingPolicy objects are not acted on).
         self.client = client
         self.namespace = namespace
         self.cluster = cluster
         self.role = role
         self.candidate = candidate
+        self.host = host
         self.events = events
         svc = role.scheduling
         self.region_operators = RegionOperatorResources(
@@ -64,7 +71,7 @@ class KubeSchedulerParts:
             role.active,
             interval_s=status_interval_s,
         )
-        self.propose_service = ProposeService(svc, cluster_id)
+        self.propose_service = ProposeService(role, cluster_id)
         self.policies: SchedulingPolicyResources | None = None
 
     def start(self) -> None:
@@ -75,7 +82,8 @@ class KubeSchedulerParts:
             self.client,
             self.namespace,
             self.cluster,
-            self.role.scheduling,
+            self.role,
+            self.host,
             self.candidate,
             self.events,
         )

@@ -34,14 +34,8 @@ from pdcore.adapters.kube.events import EventRecorder
 from pdcore.adapters.kube.policy_modules import ModuleSources, ModuleUnavailable, digest_of
 from pdcore.policy.outcome import FailureKind, PolicyFailure
 from pdcore.policy.spec import PolicySpec, map_keys
-from pdcore.service.policies import (
-    LoadedPolicy,
-    PolicyPhase,
-    PolicyService,
-    Proposer,
-    ViewSource,
-)
-from pdcore.service.scheduling import SchedulingService
+from pdcore.service.policies import LoadedPolicy, PolicyPhase, PolicyService, Proposer, ViewSource
+from pdcore.service.scheduler_role import SchedulerRole
 
 if TYPE_CHECKING:
     from pdcore.adapters.wasm.host import WasmHost
@@ -116,7 +110,7 @@ class SchedulingPolicyResources:
         client: KubeClient,
         namespace: str,
         cluster: str,
-        scheduling: SchedulingService,
+        role: SchedulerRole,
         host: WasmHost,
         candidate: Callable[[], bool] | None = None,
         *,
@@ -127,14 +121,14 @@ class SchedulingPolicyResources:
         self.client = client
         self.namespace = namespace
         self.cluster = cluster
-        self.active = scheduling.active
+        self.active = role.active
         # Whether this process may take the role (a sidecar only while it is the
         # pd-leader): others keep no module loaded and read no source.
         self.candidate = candidate or (lambda: True)
         self.host = host
         self.sources = ModuleSources(client, namespace)
         self.events = events
-        self.service = self._service(scheduling)
+        self.service = self._service(role)
         self.resync_s = resync_s
         self.status_min_interval_s = status_min_interval_s
         self.objects: dict[str, Obj] = {}
@@ -143,8 +137,13 @@ class SchedulingPolicyResources:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _service(self, scheduling: SchedulingService) -> PolicyService:
-        return PolicyService(scheduling, on_failure=self._failed)
+    def _service(self, role: SchedulerRole) -> PolicyService:
+        """The role's own cluster-scoped policy service (the role starts and stops it,
+        and it runs only while the role is held and prepared)."""
+        if role.policies is None:
+            raise ValueError("the scheduler role was built without a policy catalog")
+        role.on_policy_failure(self._failed)
+        return role.policies
 
     def reporting(self) -> bool:
         """Whether this process writes status and posts events (the role's holder)."""
@@ -166,7 +165,6 @@ class SchedulingPolicyResources:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.service.start()
         self._tasks = [
             loop.create_task(self._follow()),
             loop.create_task(self._reconcile_loop()),
@@ -178,8 +176,6 @@ class SchedulingPolicyResources:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await self.service.stop()
-        self.host.close()
 
     # -- following the objects ------------------------------------------------------------
     async def _follow(self) -> None:
@@ -451,7 +447,7 @@ class StorePolicyResources(SchedulingPolicyResources):
         client: KubeClient,
         namespace: str,
         cluster: str,
-        scheduling: SchedulingService,
+        role: SchedulerRole,
         host: WasmHost,
         *,
         pod: str,
@@ -470,21 +466,28 @@ class StorePolicyResources(SchedulingPolicyResources):
             client,
             namespace,
             cluster,
-            scheduling,
+            role,
             host,
             resync_s=resync_s,
             status_min_interval_s=status_min_interval_s,
             events=events,
         )
 
-    def _service(self, scheduling: SchedulingService) -> PolicyService:
-        return PolicyService(
-            scheduling,
+    def _service(self, role: SchedulerRole) -> PolicyService:
+        return role.store_policies(
             local_stores=self.local_stores,
             propose=self.propose,
-            on_failure=self._failed,
             view=self.view,
+            on_failure=self._failed,
         )
+
+    def start(self) -> None:
+        self.service.start()  # its own service, not the role's: started and stopped here
+        super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.service.stop()
 
     def reporting(self) -> bool:
         return bool(self.local_stores())  # a sidecar whose TiKV is not connected runs nothing
@@ -545,7 +548,8 @@ def start_store_policies(
     client: KubeClient,
     namespace: str,
     cluster: str,
-    scheduling: SchedulingService,
+    role: SchedulerRole,
+    host: WasmHost | None,
     *,
     pod: str,
     local_stores: Callable[[], set[int]],
@@ -553,15 +557,15 @@ def start_store_policies(
     view: ViewSource | None = None,
     events: EventRecorder | None = None,
 ) -> StorePolicyResources | None:
-    """Follow and run the cluster's store-scoped SchedulingPolicy objects in a sidecar."""
-    host = _wasm_host("store-scoped policies")
+    """Follow and run the cluster's store-scoped SchedulingPolicy objects in a sidecar;
+    None without a Wasm host."""
     if host is None:
         return None
     resources = StorePolicyResources(
         client,
         namespace,
         cluster,
-        scheduling,
+        role,
         host,
         pod=pod,
         local_stores=local_stores,
@@ -577,26 +581,17 @@ def start_policies(
     client: KubeClient,
     namespace: str,
     cluster: str,
-    scheduling: SchedulingService,
+    role: SchedulerRole,
+    host: WasmHost | None,
     candidate: Callable[[], bool] | None = None,
     events: EventRecorder | None = None,
 ) -> SchedulingPolicyResources | None:
-    """Follow and run the cluster's SchedulingPolicy objects; None without wasmtime."""
-    host = _wasm_host("SchedulingPolicy objects")
-    if host is None:
+    """Follow the cluster's SchedulingPolicy objects into the role's policy service;
+    None without a Wasm host."""
+    if host is None or role.policies is None:
         return None
     resources = SchedulingPolicyResources(
-        client, namespace, cluster, scheduling, host, candidate, events=events
+        client, namespace, cluster, role, host, candidate, events=events
     )
     resources.start()
     return resources
-
-
-def _wasm_host(what: str) -> WasmHost | None:
-    """The Wasm host, or None (with a warning) where wasmtime is not installed."""
-    try:
-        from pdcore.adapters.wasm.host import WasmHost
-    except ImportError:
-        log.warning("wasmtime not available; %s are not acted on", what)
-        return None
-    return WasmHost()

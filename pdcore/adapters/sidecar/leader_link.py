@@ -13,7 +13,7 @@ import grpc
 
 from pdcore.adapters import codec
 from pdcore.domain.errors import NotLeader, PdError
-from pdcore.domain.region import PeerStats, Region
+from pdcore.domain.region import Region
 from pdcore.domain.tso import LOGICAL_BITS, Timestamp
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
 
@@ -205,20 +205,7 @@ class LeaderLink:
                     self.in_sync = True
                     if not resp.regions and caught_up is not None:
                         caught_up()
-                    for i, meta in enumerate(resp.regions):
-                        region = codec.region_meta_from_pb(meta)
-                        leader = resp.region_leaders[i] if i < len(resp.region_leaders) else None
-                        downs = resp.down_peers[i].peers if i < len(resp.down_peers) else []
-                        pend = resp.pending_peers[i].peers if i < len(resp.pending_peers) else []
-                        region = region.with_(
-                            leader=codec.peer_from_pb(leader)
-                            if leader is not None and leader.id
-                            else None,
-                            down_peers=tuple(
-                                PeerStats(codec.peer_from_pb(d.peer), d.down_seconds) for d in downs
-                            ),
-                            pending_peers=tuple(codec.peer_from_pb(p) for p in pend),
-                        )
+                    for region in codec.regions_from_sync(resp):
                         apply(region)
                     if not is_follower():
                         break

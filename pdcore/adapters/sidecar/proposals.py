@@ -28,8 +28,8 @@ from pdcore.adapters.sidecar.leader_link import address_of, url_of
 from pdcore.policy.abi import Proposal, ProposalKind
 from pdcore.proto import kubepdpb_pb2, kubepdpb_pb2_grpc
 from pdcore.scheduling.cluster import ClusterView, MemoryCluster
-from pdcore.service.policies import LoadedPolicy, admit
-from pdcore.service.scheduling import SchedulingService
+from pdcore.service.policies import LoadedPolicy
+from pdcore.service.scheduler_role import SchedulerRole
 
 log = logging.getLogger("kubepd.proposals")
 PROPOSE_TIMEOUT_S = 3.0
@@ -42,13 +42,13 @@ class Tally:
 
 
 class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
-    def __init__(self, scheduling: SchedulingService, cluster_id: Callable[[], int]) -> None:
-        self.scheduling = scheduling
+    def __init__(self, role: SchedulerRole, cluster_id: Callable[[], int]) -> None:
+        self.role = role
         self.cluster_id = cluster_id
         self.tallies: dict[str, Tally] = {}  # per policy, while this process runs
 
     async def Propose(self, request: Any, context: Ctx) -> Any:
-        if not self.scheduling.active():
+        if not self.role.active():
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "not the scheduler role's holder: proposals go to the current holder",
@@ -60,8 +60,13 @@ class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
             )
         tally = self.tallies.setdefault(request.policy, Tally())
         verdicts = []
+        # A new holder admits proposals only once prepared, as it runs its own schedulers.
+        prepared = self.role.scheduling.scheduling_now()
         for p in request.proposals:
-            ok, why = self.admit(request.policy, request.store_id, p)
+            if prepared:
+                ok, why = self.admit(request.policy, request.store_id, p)
+            else:
+                ok, why = False, f"not scheduling yet: {self.role.scheduling.prepare.reason}"
             if ok:
                 tally.accepted += 1
             else:
@@ -84,7 +89,7 @@ class ProposeService(kubepdpb_pb2_grpc.SchedulerServicer):  # type: ignore[misc]
             p.target_store,
             p.reason,
         )
-        return admit(self.scheduling, policy, prop, leading_store=store_id)
+        return self.role.admit(policy, prop, leading_store=store_id)
 
 
 class Proposer:

@@ -19,14 +19,15 @@ import grpc
 
 from pdcore.adapters import codec
 from pdcore.adapters.grpc.errors import Ctx, status_of
+from pdcore.adapters.grpc.heartbeat_pump import HeartbeatPump
 from pdcore.adapters.grpc.pd_service import PdService, ServerNotStarted
-from pdcore.adapters.grpc.stream_errors import read_loop_failed, stream_failed
-from pdcore.adapters.rate_log import RateLimitedLog
+from pdcore.adapters.grpc.stream_errors import stream_failed
 from pdcore.adapters.sidecar.leader_link import LeaderLink
 from pdcore.domain.errors import ClusterIdMismatch, NotLeader, PdError, TransportError
 from pdcore.domain.tso import Timestamp
 from pdcore.proto import pdpb_pb2
 from pdcore.service.node import PdNode
+from pdcore.service.rate_log import RateLimitedLog
 from pdcore.service.streams import HeartbeatStreams
 
 log = logging.getLogger("kubepd.sidecar")
@@ -223,15 +224,17 @@ class SidecarService(PdService):
             # Another sidecar took us for the pd-leader (a stale Lease, e.g. we were it
             # before a restart): its stream is not ours to serve or bind.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not the pd-leader")
-        out: asyncio.Queue[Any] = asyncio.Queue()
+        pump = HeartbeatPump(
+            context=context,
+            cluster_id=self.node.cluster_id,
+            streams=self.local,
+            stats=self.node.stats,
+            stream="sidecar",
+        )
         up: asyncio.Queue[Any] = asyncio.Queue()
         end = object()
         last_forward: dict[int, float] = {}
-        bound: list[int] = [0]
-        cluster_id = self.node.cluster_id
-
-        def deliver(cmd: Any) -> None:
-            out.put_nowait(codec.command_to_pb(cmd, cluster_id))
+        pump.on_read_end(lambda: up.put_nowait(end))
 
         async def upstream_requests() -> AsyncIterator[Any]:
             while True:
@@ -247,7 +250,7 @@ class SidecarService(PdService):
                     upstream_requests(), metadata=((VIA_HEADER, self.pod),)
                 )
                 async for resp in call:
-                    out.put_nowait(resp)  # errors go back to TiKV as they are
+                    pump.send(resp)  # errors go back to TiKV as they are
             except (grpc.aio.AioRpcError, NotLeader) as e:
                 # Every TiKV stream ends this way while the pd-leader changes hands (dozens
                 # a second seen): one line per interval, with the count it stands for.
@@ -257,65 +260,34 @@ class SidecarService(PdService):
             finally:
                 if call is not None:  # also stops its task that reads upstream_requests()
                     call.cancel()
-            out.put_nowait(end)
+            pump.finish()
 
-        async def read() -> None:
-            try:
-                async for req in request_iterator:
-                    try:
-                        self.validate(req.header)
-                    except TransportError as e:
-                        out.put_nowait(e)
-                        return
-                    store_id = req.leader.store_id
-                    if store_id and store_id != bound[0]:
-                        if bound[0]:
-                            self.local.unbind(bound[0], deliver)
-                        bound[0] = store_id
-                        self.local.bind(store_id, deliver)
-                    region = codec.region_from_heartbeat(req)
-                    cached = self.node.tree.get(region.id)
-                    now = time.monotonic()
-                    changed = cached is None or not cached.same_meta(region)
-                    if changed:
-                        try:
-                            self.node.tree.put(region)
-                        except PdError:
-                            pass  # stale for us: the leader decides and answers
-                    elif (
-                        now - last_forward.get(region.id, -1e9) < STATS_FORWARD_S
-                        and not region.flow.bytes_written
-                    ):
-                        self.absorbed += 1
-                        continue
-                    last_forward[region.id] = now
-                    self.forwarded_heartbeats += 1
-                    up.put_nowait(req)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                read_loop_failed(e, context, self.node.stats, "sidecar")
-            finally:
-                up.put_nowait(end)
-                out.put_nowait(end)
+        def check(req: Any) -> None:
+            self.validate(req.header)
 
-        tasks = [
-            asyncio.get_running_loop().create_task(read()),
-            asyncio.get_running_loop().create_task(relay()),
-        ]
-        try:
-            while True:
-                item = await out.get()
-                if item is end:
-                    break
-                if isinstance(item, TransportError):
-                    await context.abort(status_of(item), str(item))
-                yield item
-        finally:
-            for t in tasks:
-                t.cancel()
-            if bound[0]:
-                self.local.unbind(bound[0], deliver)
+        def handle(req: Any) -> bool:
+            region = codec.region_from_heartbeat(req)
+            cached = self.node.tree.get(region.id)
+            now = time.monotonic()
+            changed = cached is None or not cached.same_meta(region)
+            if changed:
+                try:
+                    self.node.tree.put(region)
+                except PdError:
+                    pass  # stale for us: the leader decides and answers
+            elif (
+                now - last_forward.get(region.id, -1e9) < STATS_FORWARD_S
+                and not region.flow.bytes_written
+            ):
+                self.absorbed += 1
+                return True
+            last_forward[region.id] = now
+            self.forwarded_heartbeats += 1
+            up.put_nowait(req)
+            return True
+
+        async for resp in pump.run(request_iterator, check, handle, companions=(relay(),)):
+            yield resp
 
 
 # What a follower forwards, as declared above.
