@@ -472,8 +472,10 @@ class Fleet:
     def on_command(self, store: SimStore, cmd: RegionCommand) -> None:
         r = self.regions.get(cmd.region_id)
         if r is None or r.leader_store != store.id or not store.up:
+            log.debug("command for region %d: not its leader here", cmd.region_id)
             return
         if cmd.epoch != r.epoch() or r.id in self._busy:
+            log.debug("stale command for region %d: %s", r.id, cmd.epoch)
             self.stats.stale_commands += 1
             return
         body = cmd.body
@@ -745,6 +747,7 @@ class Fleet:
         s = SimStore(sid, address or f"127.0.0.1:{20160 + sid}", labels)
         self.stores[sid] = s
         await self._put_store(s)
+        self._running = True  # a stand-in's one store: there was no bootstrap() here
         self._open_stream(s)
         return sid
 

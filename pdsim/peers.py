@@ -182,6 +182,7 @@ class PeerLink:
 
     def changed(self, r: SimRegion) -> None:
         """The leader's state of `r` goes to every follower store, in the background."""
+        self.dirty = True
         stores = {p.store_id for p in r.peers if self.is_remote(p.store_id)}
         if not stores:
             return

@@ -5,12 +5,15 @@ is the stand-in plus the kubepd sidecar talking over the pod's localhost, exactl
 would: it finds the cluster with GetMembers, takes a store id (kept in --data-dir across
 restarts), bootstraps the cluster if no one has (the first region, on this store), joins
 with PutStore under its --advertise-addr, and then heartbeats its store and the regions
-it leads and executes what PD sends on the heartbeat stream, through pdsim's Fleet. It
-opens --addr (TiKV's port, what the pod's readiness probe checks) once it has joined.
+it leads and executes what PD sends on the heartbeat stream, through pdsim's Fleet. The
+store that bootstraps splits the first region into --initial-regions regions (what a new
+TiDB's tables would do), so that there is something to balance.
 
-What it does not play: raft between pods. A region lives in the process of the store that
-leads it, so a step that needs another store to take part (a snapshot to a new peer, a
-leader transfer) waits; with maxReplicas 1 nothing needs one.
+It opens --addr (TiKV's port, what the pod's readiness probe checks) once it has joined,
+and serves there the stand-ins' peer protocol (pdsim.peers): the snapshot of a region to
+a new peer, a leader hand-off, a removed peer, followers' updates. Its regions (the
+copies of every region it has a peer of) are kept in --data-dir across restarts. Not
+played: raft elections (a region whose leader's pod is down waits for it).
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from pdcore.domain.region import Peer
 from pdcore.proto import metapb_pb2, pdpb_pb2
 from pdsim.fleet import Fleet, FleetConfig
 from pdsim.model import SimRegion
+from pdsim.peers import PeerLink
 
 log = logging.getLogger("kubepd.tikv-standin")
 T = TypeVar("T")
 STORE_FILE = "standin-store.json"
+REGIONS_FILE = "standin-regions.json"
+REGION_SIZE_MIB = 64  # each region's size after the first split (above the merge limit)
 RETRY_S = 1.0
 
 
@@ -60,6 +66,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--region-heartbeat", type=float, default=60.0, help="seconds between region heartbeats"
+    )
+    p.add_argument(
+        "--initial-regions",
+        type=int,
+        default=16,
+        help="regions the bootstrapping store splits the key space into",
     )
     logs.add_arguments(p)
     p.set_defaults(func=run)
@@ -164,9 +176,25 @@ async def join(fleet: Fleet, args: argparse.Namespace, labels: dict[str, str]) -
             log.info("bootstrapped the cluster", extra={"store": store_id, "region": region_id})
             peer = Peer(peer_id, store_id)
             fleet.regions[region_id] = SimRegion(
-                region_id, b"", b"", [peer], peer_id, size_mib=1, keys=1000
+                region_id, b"", b"", [peer], peer_id, size_mib=REGION_SIZE_MIB, keys=640_000
             )
     return store_id
+
+
+async def presplit(fleet: Fleet, count: int) -> None:
+    """Split the bootstrap region (the only one, on this store) into `count` regions, at
+    keys spread evenly; each split through PD (AskBatchSplit, ReportBatchSplit)."""
+    keys = [b"t%08d" % (i * (100_000_000 // count)) for i in range(1, count)]
+    for key in keys:
+        last = max(fleet.regions.values(), key=lambda r: r.start)
+        if last.start >= key:
+            continue  # split by an earlier attempt
+        before = len(fleet.regions)
+        await fleet.split(last, [key])
+        if len(fleet.regions) == before:
+            raise RuntimeError(f"split of region {last.id} at {key!r} refused")
+    for r in fleet.regions.values():
+        r.size_mib, r.keys = REGION_SIZE_MIB, REGION_SIZE_MIB * 10_000
 
 
 async def serve(args: argparse.Namespace, labels: dict[str, str]) -> None:
@@ -176,32 +204,50 @@ async def serve(args: argparse.Namespace, labels: dict[str, str]) -> None:
         loop.add_signal_handler(sig, stop.set)
     config = FleetConfig(store_hb_s=args.store_heartbeat, region_hb_s=args.region_heartbeat)
     fleet = Fleet(args.pd.split(",")[0].removeprefix("http://"), "", ScaledClock(1.0), config)
-    server: asyncio.Server | None = None
+    link: PeerLink | None = None
     try:
         store_id = await retry("joining the cluster", lambda: join(fleet, args, labels), stop)
+        bootstrapped = bool(fleet.regions)
+        state = Path(args.data_dir) / REGIONS_FILE if args.data_dir else None
+        link = PeerLink(fleet, store_id, lambda sid: store_address(fleet, sid), state_file=state)
+        if not bootstrapped and (loaded := link.load()):
+            log.info("regions read back", extra={"store": store_id, "regions": loaded})
         address = args.advertise_addr or args.addr
         await retry(
             "PutStore",
             lambda: fleet.add_store(labels, address=address, store_id=store_id),
             stop,
         )
+        if bootstrapped and args.initial_regions > 1:
+            await retry("splitting", lambda: presplit(fleet, args.initial_regions), stop)
         for r in fleet.regions.values():
             fleet.heartbeat(r)
+        link.save()
         host, port = split_host_port(args.addr)
-        server = await asyncio.start_server(_hang_up, host, port)
+        await link.start(host, port)
         log.info("store up", extra={"store": store_id, "address": address})
         while not stop.is_set():
             await fleet.step()
+            link.save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), fleet.cfg.tick_wall_s * 10)
     except asyncio.CancelledError:
         pass
     finally:
-        if server is not None:
-            server.close()
+        if link is not None:
+            link.save()
+            await link.close()
         await fleet.close()
 
 
-async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """TiKV's port: the readiness probe only connects."""
-    writer.close()
+async def store_address(fleet: Fleet, store_id: int) -> str:
+    """Where another store listens: PD's GetStore (through the sidecar)."""
+    try:
+        resp = await fleet.stub.GetStore(
+            pdpb_pb2.GetStoreRequest(header=fleet.header(), store_id=store_id), timeout=5
+        )
+    except grpc.aio.AioRpcError as e:
+        raise LookupError(f"GetStore({store_id}): {e.details()}") from e
+    if resp.header.HasField("error") or not resp.store.address:
+        raise LookupError(f"GetStore({store_id}): {resp.header.error.message or 'no address'}")
+    return str(resp.store.address)

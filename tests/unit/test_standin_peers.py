@@ -36,7 +36,7 @@ class Pod:
         self.port = free_port()
         # PD is never called here (no store has a heartbeat stream): a channel to nowhere.
         self.fleet = Fleet("127.0.0.1:1", "", ScaledClock(SPEED))
-        self.fleet._running = True  # what bootstrap() or add_store() would have set
+        self.fleet._running = True  # what add_store() sets (it would call PD)
         self.store = SimStore(store_id, f"127.0.0.1:{self.port}", {})
         self.fleet.stores[store_id] = self.store
         self.link: PeerLink | None = None
