@@ -141,7 +141,7 @@ def test_regions_replicate_and_balance_between_standins(tmp_path: Path) -> None:
     """Three replicas on three stand-ins (16 regions split at bootstrap): every store
     holds every region and leads some. Two more stand-ins join: regions and leaders
     move to them (snapshots, promotions, leader hand-offs, removals between
-    processes), and no peer or leader is lost on the way."""
+    processes), and no peer or leader is lost on the way; one restarted keeps its peers."""
     pd = PdProcess(tmp_path / "pd").start()  # PD's defaults: 3 replicas
     ports = [free_port() for _ in range(5)]
     procs: list[subprocess.Popen[bytes]] = []
@@ -149,6 +149,7 @@ def test_regions_replicate_and_balance_between_standins(tmp_path: Path) -> None:
         for i, port in enumerate(ports[:3]):
             procs.append(standin(pd, tmp_path / f"s{i}", port, tmp_path / f"s{i}.log", 16, LOCAL))
         addrs = [f"{LOCAL}:{p}" for p in ports]
+        t0 = time.monotonic()
         wait(lambda: stores(pd), "the cluster bootstrapped")
         # As the node suite's cluster: leaders balanced to within a few, snapshots not
         # held back by PD's default 15 a minute per store.
@@ -161,6 +162,7 @@ def test_regions_replicate_and_balance_between_standins(tmp_path: Path) -> None:
         )
         # Within the tolerance (a difference of 3), 16 leaders leave at least 4 a store.
         wait(lambda: all(counts(pd)[a][1] >= 4 for a in addrs[:3]), "leaders on every store", 90)
+        t1 = time.monotonic()
         for i, port in enumerate(ports[3:], start=3):
             procs.append(standin(pd, tmp_path / f"s{i}", port, tmp_path / f"s{i}.log", 16, LOCAL))
         wait(
@@ -173,7 +175,18 @@ def test_regions_replicate_and_balance_between_standins(tmp_path: Path) -> None:
         )
         wait(lambda: sum(c[0] for c in counts(pd).values()) == 48, "48 peers in all", 60)
         assert sum(c[1] for c in counts(pd).values()) == 16
-        print(f"\n(regions, leaders) per store: {list(counts(pd).values())}")
+        # A stand-in restarted (its pod replaced) comes back with its peers and leaders.
+        before = counts(pd)[addrs[3]]
+        stop_process(procs[3])
+        procs[3] = standin(pd, tmp_path / "s3", ports[3], tmp_path / "s3.log", 16, LOCAL)
+        wait(lambda: port_open(ports[3]), "the restarted stand-in up")
+        wait(lambda: counts(pd)[addrs[3]][0] == before[0], "its regions reported again")
+        assert sum(c[0] for c in counts(pd).values()) == 48
+        print(
+            f"\n3 stores replicated and balanced in {t1 - t0:.1f} s, 5 in "
+            f"{time.monotonic() - t1:.1f} s; (regions, leaders) per store: "
+            f"{list(counts(pd).values())}"
+        )
     finally:
         for p in procs:
             stop_process(p)
