@@ -14,6 +14,9 @@ and serves there the stand-ins' peer protocol (pdsim.peers): the snapshot of a r
 a new peer, a leader hand-off, a removed peer, followers' updates. Its regions (the
 copies of every region it has a peer of) are kept in --data-dir across restarts. Not
 played: raft elections (a region whose leader's pod is down waits for it).
+
+Of TiKV's --config file it reads the [security] table (ca-path, cert-path, key-path): with
+it, it dials its PD and serves and dials the peer protocol over mutual TLS, as TiKV does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +35,8 @@ from typing import Any, TypeVar
 import grpc
 
 from pdcore.adapters.clock import ScaledClock
-from pdcore.cli import logs
+from pdcore.adapters.tls import HttpTls, Security, dialer
+from pdcore.cli import logs, security_flags
 from pdcore.domain.region import Peer
 from pdcore.proto import metapb_pb2, pdpb_pb2
 from pdsim.fleet import Fleet, FleetConfig
@@ -52,14 +57,20 @@ def add_parser(sub: Any) -> None:
         help="play one TiKV store (simulated) with tikv-server's command line, for test pods",
         description="A simulated TiKV store for a TiKV pod: registers with the PD at --pd "
         "(the pod's kubepd sidecar), bootstraps the cluster if it is the first, heartbeats "
-        "and executes PD's commands. Accepts tikv-server's flags; --config is ignored.",
+        "and executes PD's commands. Accepts tikv-server's flags; of --config only the "
+        "[security] table is read.",
     )
     p.add_argument("--pd", default="127.0.0.1:2379", help="PD endpoints, comma-separated")
     p.add_argument("--addr", default="127.0.0.1:20160", help="HOST:PORT to listen on")
     p.add_argument("--advertise-addr", default=None, help="address PD tells others (--addr)")
     p.add_argument("--status-addr", default=None, help="accepted for TiKV's sake; unused")
     p.add_argument("--data-dir", default=None, help="where the store id is kept")
-    p.add_argument("--config", default=None, help="TiKV's config file; ignored")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="TiKV's config file: its [security] ca-path, cert-path, key-path (mutual TLS "
+        "to PD and between stores) are used, the rest ignored",
+    )
     p.add_argument("--labels", default="", help="store labels, k=v,k=v")
     p.add_argument(
         "--store-heartbeat", type=float, default=10.0, help="seconds between store heartbeats"
@@ -84,8 +95,37 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         log.error("%s", e)
         return 2
-    asyncio.run(serve(args, labels))
+    asyncio.run(serve(args, labels, tikv_security(args.config)))
     return 0
+
+
+def tikv_security(path: str | None) -> Security:
+    """TiKV's [security] table of its config file (a missing file: none); SystemExit
+    names what is wrong."""
+    if not path or not Path(path).exists():
+        return Security()
+    table = security_flags.read_toml(path).get("security", {})
+    if not isinstance(table, dict):
+        raise SystemExit(f"kubepd: [security] in {path} must be a table")
+    sec = Security(
+        cacert_path=str(table.get("ca-path", "")),
+        cert_path=str(table.get("cert-path", "")),
+        key_path=str(table.get("key-path", "")),
+    )
+    try:
+        sec.check()
+    except ValueError as e:
+        raise SystemExit(f"kubepd: [security] in {path}: {e}") from None
+    return sec
+
+
+def client_ssl(sec: Security) -> ssl.SSLContext | None:
+    """How this store dials other stores: trusting the CA, presenting its certificate."""
+    if not sec.enabled:
+        return None
+    ctx = ssl.create_default_context(cafile=sec.cacert_path or None)
+    ctx.load_cert_chain(sec.cert_path, sec.key_path)
+    return ctx
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -197,19 +237,30 @@ async def presplit(fleet: Fleet, count: int) -> None:
         r.size_mib, r.keys = REGION_SIZE_MIB, REGION_SIZE_MIB * 10_000
 
 
-async def serve(args: argparse.Namespace, labels: dict[str, str]) -> None:
+async def serve(
+    args: argparse.Namespace, labels: dict[str, str], sec: Security | None = None
+) -> None:
+    sec = sec or Security()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     config = FleetConfig(store_hb_s=args.store_heartbeat, region_hb_s=args.region_heartbeat)
-    fleet = Fleet(args.pd.split(",")[0].removeprefix("http://"), "", ScaledClock(1.0), config)
+    pd = args.pd.split(",")[0].removeprefix("http://").removeprefix("https://")
+    fleet = Fleet(pd, "", ScaledClock(1.0), config, connect=dialer(sec))
     link: PeerLink | None = None
     try:
         store_id = await retry("joining the cluster", lambda: join(fleet, args, labels), stop)
         bootstrapped = bool(fleet.regions)
         state = Path(args.data_dir) / REGIONS_FILE if args.data_dir else None
-        link = PeerLink(fleet, store_id, lambda sid: store_address(fleet, sid), state_file=state)
+        link = PeerLink(
+            fleet,
+            store_id,
+            lambda sid: store_address(fleet, sid),
+            client_ssl=client_ssl(sec),
+            server_ssl=HttpTls(sec).context if sec.enabled else None,
+            state_file=state,
+        )
         if not bootstrapped and (loaded := link.load()):
             log.info("regions read back", extra={"store": store_id, "regions": loaded})
         address = args.advertise_addr or args.addr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pdcore.cli.tikv_standin import parse_labels
+from pdcore.cli.tikv_standin import parse_labels, tikv_security
+from tests.support.certs import MemberCerts, client_context
 from tests.support.kubecluster import stop_process
 from tests.support.pdproc import PdProcess
 from tests.support.ports import free_port
@@ -33,7 +35,13 @@ def pd(tmp_path: Path) -> Iterator[PdProcess]:
 
 
 def standin(
-    pd: PdProcess, data_dir: Path, port: int, log: Path, regions: int = 1, host: str = ""
+    pd: PdProcess,
+    data_dir: Path,
+    port: int,
+    log: Path,
+    regions: int = 1,
+    host: str = "",
+    config: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """A stand-in advertising `host`:port (the stand-ins reach each other there), or an
     unresolvable name as a pod's would be elsewhere."""
@@ -47,7 +55,7 @@ def standin(
             f"--addr=127.0.0.1:{port}",
             f"--advertise-addr={host or f'tikv-{port}.peer.test.svc'}:{port}",
             f"--data-dir={data_dir}",
-            "--config=/etc/tikv/tikv.toml",
+            f"--config={config or '/etc/tikv/tikv.toml'}",  # a missing file: no settings
             "--store-heartbeat=1",
             "--labels=zone=a",
             f"--initial-regions={regions}",
@@ -60,7 +68,9 @@ def standin(
 
 def stores(pd: PdProcess) -> dict[str, dict[str, object]]:
     try:
-        with urllib.request.urlopen(pd.status + "/pd/api/v1/stores", timeout=2) as r:
+        with urllib.request.urlopen(
+            pd.status + "/pd/api/v1/stores", timeout=2, context=pd.health_context
+        ) as r:
             data = json.load(r)
     except urllib.error.HTTPError:  # not bootstrapped yet
         return {}
@@ -131,7 +141,7 @@ def read_back(log: Path) -> list[int]:
 
 def post(pd: PdProcess, path: str, body: dict[str, object]) -> None:
     req = urllib.request.Request(pd.status + path, data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
+    with urllib.request.urlopen(req, timeout=5, context=pd.health_context) as r:
         assert r.status == 200
 
 
@@ -197,3 +207,54 @@ def test_regions_replicate_and_balance_between_standins(tmp_path: Path) -> None:
         for p in procs:
             stop_process(p)
         pd.stop()
+
+
+def test_standins_over_mutual_tls(tmp_path: Path) -> None:
+    """With TiKV's [security] table in --config (what the operator writes for a cluster
+    with spec.tls), the stand-ins dial PD and each other over mutual TLS: PD accepts
+    only certificates of its CA, and the regions still get their three replicas."""
+    certs = MemberCerts.make(tmp_path / "certs")
+    pd = PdProcess(
+        tmp_path / "pd",
+        extra=certs.flags(),
+        health_context=client_context(certs.ca, certs.member),
+    ).start()
+    config = tmp_path / "tikv.toml"
+    config.write_text(
+        "[pd]\nendpoints = []\n[security]\n"
+        f'ca-path = "{certs.ca.path}"\n'
+        f'cert-path = "{certs.member.cert}"\n'
+        f'key-path = "{certs.member.key}"\n'
+    )
+    ports = [free_port() for _ in range(3)]
+    procs = [
+        standin(pd, tmp_path / f"s{i}", p, tmp_path / f"s{i}.log", 4, LOCAL, config)
+        for i, p in enumerate(ports)
+    ]
+    try:
+        addrs = [f"{LOCAL}:{p}" for p in ports]
+        wait(
+            lambda: [counts(pd).get(a, (0, 0))[0] for a in addrs] == [4, 4, 4],
+            "4 regions with a peer on each of 3 stores, over TLS",
+            90,
+        )
+        # The peer protocol refuses a client without a certificate of the CA.
+        plain = ssl.create_default_context(cafile=str(certs.ca.path))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            urllib.request.urlopen(
+                urllib.request.Request(f"https://{addrs[0]}/standin/v1/region", data=b"{}"),
+                timeout=3,
+                context=plain,
+            )
+    finally:
+        for p in procs:
+            stop_process(p)
+        pd.stop()
+
+
+def test_a_bad_security_table_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "tikv.toml"
+    config.write_text('[security]\ncert-path = "/nonexistent.crt"\n')
+    with pytest.raises(SystemExit, match="both --cert and --key"):
+        tikv_security(str(config))
+    assert not tikv_security(str(tmp_path / "missing.toml")).enabled
