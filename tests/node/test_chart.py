@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import time
@@ -36,10 +37,13 @@ pytestmark = pytest.mark.timeout(1800)
 # When `helm install` started: the benchmark "helm install → bootstrapped cluster".
 HELM_INSTALLED: list[float] = []
 
-CLUSTER_YAML = f"""
+
+def cluster_yaml(name: str, namespace: str, extra: str = "") -> str:
+    """The suite's TiKVCluster: 3 pods of the stand-in TiKV image and the sidecar."""
+    return f"""
 apiVersion: kubepd.io/v1alpha1
 kind: TiKVCluster
-metadata: {{name: {CLUSTER}, namespace: {NS}}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   replicas: 3
   image: kubepd-tikv-standin:{VERSION}
@@ -50,8 +54,10 @@ spec:
   # Leaders balanced to within a few (PD's default tolerance for leader counts is 5 on
   # each side, wide for 16 regions); snapshots not held back by PD's 15 a minute.
   schedule: {{tolerant-size-ratio: 0.5, store-limit-add-peer: 600, store-limit-remove-peer: 600}}
-  leaderEvictionTimeoutSeconds: 30
-"""
+{extra}"""
+
+
+CLUSTER_YAML = cluster_yaml(CLUSTER, NS, "  leaderEvictionTimeoutSeconds: 30\n")
 REGIONS = 16  # the stand-in's --initial-regions: the bootstrapping store splits into 16
 
 
@@ -116,14 +122,15 @@ def leader_pod(node: Node) -> str:
     return holder.split("@", 1)[0]
 
 
-def store_counts(node: Node) -> dict[str, tuple[int, int]]:
-    """(regions, leaders) per pod, as the pd-leader's sidecar reports its stores (PD's
-    /pd/api/v1/stores on the pod's status port); {} while it cannot say."""
-    ip = pod_ips(node).get(leader_pod(node), "")
+def pd_store_counts(ip: str, context: ssl.SSLContext | None = None) -> dict[str, tuple[int, int]]:
+    """(regions, leaders) per pod of the Up stores, as PD's /pd/api/v1/stores on the
+    status port of the pod at `ip` reports them (https with `context`); {} while it
+    cannot say."""
     if not ip:
         return {}
+    url = f"{'https' if context else 'http'}://{ip}:2381/pd/api/v1/stores"
     try:
-        with urllib.request.urlopen(f"http://{ip}:2381/pd/api/v1/stores", timeout=3) as r:
+        with urllib.request.urlopen(url, timeout=3, context=context) as r:
             data = json.load(r)
     except (OSError, ValueError):
         return {}
@@ -135,6 +142,11 @@ def store_counts(node: Node) -> dict[str, tuple[int, int]]:
         for s in data.get("stores", [])
         if s["store"].get("state_name") == "Up"
     }
+
+
+def store_counts(node: Node) -> dict[str, tuple[int, int]]:
+    """The pd-leader's sidecar's counts (pd_store_counts)."""
+    return pd_store_counts(pod_ips(node).get(leader_pod(node), ""))
 
 
 def stores_up(node: Node) -> list[dict[str, Any]]:

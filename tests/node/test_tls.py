@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import ssl
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,28 +18,15 @@ import grpc
 import pytest
 
 from pdcore.proto import pdpb_pb2, pdpb_pb2_grpc
-from tests.node.test_chart import ROOT, VERSION, wait_for
+from tests.node.test_chart import REGIONS, ROOT, cluster_yaml, pd_store_counts, wait_for
 from tests.support.certs import CertAuthority, Pem
 from tests.support.node import Node
 
 pytestmark = pytest.mark.timeout(1200)
 RELEASE, SYSTEM_NS, NS, CLUSTER, SECRET = "kubepd", "kubepd-system", "tikv-tls", "secure", "tls"
 SELECTOR = f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=tikv"
-REGIONS = 16
 
-CLUSTER_YAML = f"""
-apiVersion: kubepd.io/v1alpha1
-kind: TiKVCluster
-metadata: {{name: {CLUSTER}, namespace: {NS}}}
-spec:
-  replicas: 3
-  image: kubepd-tikv-standin:{VERSION}
-  pdImage: kubepd:{VERSION}
-  storage: {{size: 1Gi, storageClassName: kubepd-node}}
-  tls: {{secretName: {SECRET}}}
-  replication: {{maxReplicas: 3}}
-  schedule: {{tolerant-size-ratio: 0.5, store-limit-add-peer: 600, store-limit-remove-peer: 600}}
-"""
+CLUSTER_YAML = cluster_yaml(CLUSTER, NS, f"  tls: {{secretName: {SECRET}}}\n")
 
 
 class Certs:
@@ -116,25 +102,8 @@ def leader_pod(node: Node) -> str:
 
 
 def store_counts(node: Node, ctx: ssl.SSLContext) -> dict[str, tuple[int, int]]:
-    """(regions, leaders) per pod from the pd-leader's sidecar, over https with the
-    cluster's certificate; {} while it cannot say."""
-    ip = pods(node).get(leader_pod(node), "")
-    if not ip:
-        return {}
-    try:
-        url = f"https://{ip}:2381/pd/api/v1/stores"
-        with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
-            data = json.load(r)
-    except (OSError, ValueError):
-        return {}
-    return {
-        s["store"]["address"].split(".")[0]: (
-            int(s["status"].get("region_count", 0)),
-            int(s["status"].get("leader_count", 0)),
-        )
-        for s in data.get("stores", [])
-        if s["store"].get("state_name") == "Up"
-    }
+    """The pd-leader's sidecar's counts, over https with the cluster's certificate."""
+    return pd_store_counts(pods(node).get(leader_pod(node), ""), ctx)
 
 
 def tso(certs: Certs, ip: str, pod: str) -> int:
