@@ -219,6 +219,9 @@ class Fleet:
         self._last_region_hb = 0.0
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
+        # Regions whose leadership is being handed to another process: no updates from
+        # here meanwhile (they would tell the followers this store still leads).
+        self._handing_off: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # splits, remote steps: cancelled on close
         self.last_change_at = 0.0
         # Like Lightning/BR: scatter the new regions of these key ranges after each split.
@@ -403,7 +406,7 @@ class Fleet:
         store = self.stores.get(r.leader_store)
         if store is None or not store.up:
             return
-        if self.remote is not None:
+        if self.remote is not None and r.id not in self._handing_off:
             self.remote.changed(r)  # what goes to PD goes to the followers elsewhere too
         if store.call is None:
             return
@@ -646,7 +649,16 @@ class Fleet:
 
     async def _remote_transfer(self, r: SimRegion, target: Peer) -> None:
         assert self.remote is not None
-        if not await self.remote.transfer(r, target) or self.regions.get(r.id) is not r:
+        if r.id in self._handing_off:
+            return
+        self._handing_off.add(r.id)
+        self._busy.add(r.id)  # PD's steps wait for the outcome
+        try:
+            done = await self.remote.transfer(r, target)
+        finally:
+            self._handing_off.discard(r.id)
+            self._busy.discard(r.id)
+        if not done or self.regions.get(r.id) is not r:
             return
         # Step down: a new object, so that timers still due for the old one do nothing.
         self.regions[r.id] = dataclasses.replace(

@@ -19,9 +19,10 @@ leader's Fleet asks this link (the Fleet's `Remote`):
 One message, over HTTP on the store's TiKV port (the address PD knows the store by):
 `POST /standin/v1/region` with `{"rev": n, "gone": bool, "region": {...}}`. Every region
 carries a revision that its leader bumps at each change it sends and that a new leader
-continues from; a store keeps a message only if its revision is not below the one it
-holds (a late message of a former leader is answered 409 and dropped), and a store without
-a peer in the region (or `gone`) drops its copy.
+continues from; a store keeps a message only if its revision is above the one it holds
+(a late message of a former leader, or one delivered twice, is answered 409 and
+dropped), and a store without a peer in the region (or `gone`) drops its copy. While a
+leader hands its leadership over it sends nothing else for that region.
 
 The copies can be saved to a JSON file (the stand-in keeps it in its --data-dir), so a
 restarted pod comes back with its peers, as TiKV does with its raft state on its volume.
@@ -154,7 +155,7 @@ class PeerLink:
 
     def accept(self, rev: int, region: SimRegion, gone: bool) -> bool:
         """Apply a region's state from its leader (or a former one); False if stale."""
-        if rev < self.revs.get(region.id, -1):
+        if rev <= self.revs.get(region.id, -1):
             return False
         self.revs[region.id] = rev
         self.dirty = True
@@ -250,7 +251,7 @@ class PeerLink:
             region_id = next(iter(pending))
             msg = pending[region_id]
             try:
-                await self._post(store_id, msg)  # a 409 (stale) is as good as delivered
+                await self._post(store_id, msg)  # 409: it has this or newer, as good
             except UNREACHABLE as e:
                 self.failed_sends += 1
                 log.debug("update of region %d for store %d: %s", region_id, store_id, e)
