@@ -151,6 +151,7 @@ class PeerLink:
             self.refused += 1
             return web.json_response({"error": "stale", "rev": self.revs[region.id]}, status=409)
         self.received += 1
+        self.save()  # before answering: a leader steps down, a snapshot counts, on this reply
         return web.json_response({"rev": self.revs[region.id]})
 
     def accept(self, rev: int, region: SimRegion, gone: bool) -> bool:
