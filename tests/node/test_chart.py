@@ -293,6 +293,7 @@ def test_scale_out_to_five_with_kubectl_scale_and_regions_balance(release: Node)
 
 
 def test_scale_in_to_three_tombstones_the_drained_stores(release: Node) -> None:
+    t0 = time.monotonic()
     release.kubectl("scale", "tikvcluster", "-n", NS, CLUSTER, "--replicas=3")
     gone = [f"{CLUSTER}-3", f"{CLUSTER}-4"]
     wait_for(
@@ -325,6 +326,7 @@ def test_scale_in_to_three_tombstones_the_drained_stores(release: Node) -> None:
         120,
         detail=lambda: str(store_counts(release)),
     )
+    print(f"\nscale 5 → 3 (2 Tombstone, pods and PVCs gone): {time.monotonic() - t0:.1f} s")
 
 
 def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> None:
@@ -361,6 +363,26 @@ def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> 
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up after the upgrade", 120)
     after = {s["spec"]["address"]: s["spec"]["storeID"] for s in stores_up(release)}
     assert after == before  # each pod came back as the same store (its volume kept)
+
+    # Pod by pod, the operator evicted the store's leaders (moved to the other pods'
+    # stand-ins) before the restart, within leaderEvictionTimeoutSeconds.
+    def events(reason: str) -> list[str]:
+        items = get_json(release, "events", "-n", NS)["items"]
+        return [
+            e.get("message", "")
+            for e in items
+            if e.get("reason") == reason and e["involvedObject"].get("name") == CLUSTER
+        ]
+
+    wait_for(
+        lambda: all(
+            any(f"of pod {CLUSTER}-{i}" in m for m in events("EvictingLeaders")) for i in range(3)
+        ),
+        "an EvictingLeaders event for each pod",
+        60,
+        detail=lambda: str(events("EvictingLeaders")),
+    )
+    assert events("LeaderEvictionStalled") == []
 
 
 def test_scheduling_policy_applied_with_kubectl_runs(release: Node) -> None:
