@@ -13,6 +13,7 @@ replaces one not yet sent, as TiKV keeps only the latest state of a region to re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
 import logging
@@ -55,6 +56,21 @@ class Control(Protocol):
     async def take_offline(self, store_id: int) -> None: ...
 
     async def tombstones(self) -> list[int]: ...
+
+
+class Remote(Protocol):
+    """Stores that live in other processes (the stand-ins, one store per pod): how a
+    leader here reaches them (pdsim.peers.PeerLink). Without one, every store is local."""
+
+    def is_remote(self, store_id: int) -> bool: ...
+
+    async def snapshot(self, r: SimRegion, peer: Peer) -> bool: ...
+
+    async def transfer(self, r: SimRegion, target: Peer) -> bool: ...
+
+    def changed(self, r: SimRegion) -> None: ...
+
+    def dropped(self, r: SimRegion, store_id: int) -> None: ...
 
 
 class HttpControl:
@@ -186,6 +202,7 @@ class Fleet:
         self.status_address = status_address
         self.control = control or HttpControl(status_address)
         self.faults: Faults = faults or NoFaults()
+        self.remote: Remote | None = None  # set by a PeerLink in a stand-in
         self.clock = clock
         self.cfg = config or FleetConfig()
         self.rng = random.Random(seed)
@@ -205,7 +222,10 @@ class Fleet:
         self._hb_next: dict[int, float] = {}
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
-        self._splits: set[asyncio.Task[None]] = set()  # cancelled on close
+        # Regions whose leadership is being handed to another process: no updates from
+        # here meanwhile (they would tell the followers this store still leads).
+        self._handing_off: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # splits, remote steps: cancelled on close
         self.last_change_at = 0.0
         # Like Lightning/BR: scatter the new regions of these key ranges after each split.
         self.scatter_ranges: list[tuple[bytes, bytes, str]] = []
@@ -398,7 +418,11 @@ class Fleet:
         # gets out (a down store's leader, a dropped message): it is tried again then.
         self._next_heartbeat(r.id, self.now() + self.cfg.region_hb_s)
         store = self.stores.get(r.leader_store)
-        if store is None or not store.up or store.call is None:
+        if store is None or not store.up:
+            return
+        if self.remote is not None and r.id not in self._handing_off:
+            self.remote.changed(r)  # what goes to PD goes to the followers elsewhere too
+        if store.call is None:
             return
         if self.faults.drop_heartbeat(r.id):
             self.stats.dropped_heartbeats += 1
@@ -465,8 +489,10 @@ class Fleet:
     def on_command(self, store: SimStore, cmd: RegionCommand) -> None:
         r = self.regions.get(cmd.region_id)
         if r is None or r.leader_store != store.id or not store.up:
+            log.debug("command for region %d: not its leader here", cmd.region_id)
             return
         if cmd.epoch != r.epoch() or r.id in self._busy:
+            log.debug("stale command for region %d: %s", r.id, cmd.epoch)
             self.stats.stale_commands += 1
             return
         body = cmd.body
@@ -515,6 +541,8 @@ class Fleet:
             elif body.peer.id not in r.pending and r.promote(body.peer.store_id):
                 self._applied(r, "promote")
         elif t == ConfChangeType.REMOVE_NODE and r.remove(body.peer.store_id):
+            if self.remote is not None:
+                self.remote.dropped(r, body.peer.store_id)
             self._applied(r, "remove-peer")
 
     def _change_peer_v2(self, r: SimRegion, body: ChangePeerV2) -> None:
@@ -544,7 +572,12 @@ class Fleet:
             return
         p = r.peer_on(target.store_id)
         s = self.stores.get(target.store_id)
-        if p is None or p.role != PeerRole.VOTER or p.id in r.pending or s is None or not s.up:
+        if p is None or p.role != PeerRole.VOTER or p.id in r.pending:
+            return
+        if s is None and self.remote is not None:
+            self._spawn(self._remote_transfer(r, p))
+            return
+        if s is None or not s.up:
             return
         r.leader_id = p.id
         self._applied(r, "transfer-leader")
@@ -565,6 +598,9 @@ class Fleet:
         dst.size_mib += src.size_mib
         dst.keys += src.keys
         del self.regions[src.id]
+        if self.remote is not None:
+            for p in src.peers:
+                self.remote.dropped(src, p.store_id)
         self.stats.merges += 1
         self._applied(dst, "merge")
 
@@ -575,6 +611,13 @@ class Fleet:
                 continue
             sender = self.stores.get(r.leader_store)
             receiver = self.stores.get(peer.store_id)
+            if sender is not None and receiver is None and self.remote is not None:
+                if sender.sending >= self.cfg.snap_send_limit:
+                    still.append((r, peer))
+                else:
+                    sender.sending += 1
+                    self._spawn(self._remote_snapshot(r, peer, sender))
+                continue
             if sender is None or receiver is None or not receiver.up:
                 still.append((r, peer))
                 continue
@@ -602,6 +645,47 @@ class Fleet:
             self._applied(r, "snapshot")
         self._start_snapshots()
 
+    async def _remote_snapshot(self, r: SimRegion, peer: Peer, sender: SimStore) -> None:
+        assert self.remote is not None
+        try:
+            done = await self.remote.snapshot(r, peer)
+        finally:
+            sender.sending -= 1
+        if not done:  # the store is not there (yet): try again later
+            await self.clock.sleep(RECONNECT_S)
+            self._waiting_snaps.append((r, peer))
+        else:
+            self.stats.snapshots += 1
+            if self.regions.get(r.id) is r and peer.id in r.pending:
+                r.pending.discard(peer.id)
+                self._applied(r, "snapshot")
+        self._start_snapshots()
+
+    async def _remote_transfer(self, r: SimRegion, target: Peer) -> None:
+        assert self.remote is not None
+        if r.id in self._handing_off:
+            return
+        self._handing_off.add(r.id)
+        self._busy.add(r.id)  # PD's steps wait for the outcome
+        try:
+            done = await self.remote.transfer(r, target)
+        finally:
+            self._handing_off.discard(r.id)
+            self._busy.discard(r.id)
+        if not done or self.regions.get(r.id) is not r:
+            return
+        # Step down: a new object, so that timers still due for the old one do nothing.
+        self.regions[r.id] = dataclasses.replace(
+            r, peers=list(r.peers), pending=set(r.pending), leader_id=target.id
+        )
+        self.last_change_at = self.now()
+        self.stats.count("transfer-leader")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def split_soon(self, region_id: int) -> None:
         """TiKV splits this region on its own (size, load): at its middle key."""
         r = self.regions.get(region_id)
@@ -611,9 +695,7 @@ class Fleet:
 
     def _start_split(self, r: SimRegion, keys: list[bytes]) -> None:
         self._busy.add(r.id)
-        task = asyncio.get_running_loop().create_task(self.split(r, keys))
-        self._splits.add(task)
-        task.add_done_callback(self._splits.discard)
+        self._spawn(self.split(r, keys))
 
     async def split(self, r: SimRegion, keys: list[bytes]) -> None:
         """TiKV's split: ask PD for ids, split, report, heartbeat both halves."""
@@ -691,6 +773,7 @@ class Fleet:
         s = SimStore(sid, address or f"127.0.0.1:{20160 + sid}", labels)
         self.stores[sid] = s
         await self._put_store(s)
+        self._running = True  # a stand-in's one store: there was no bootstrap() here
         self._open_stream(s)
         return sid
 
@@ -761,9 +844,9 @@ class Fleet:
 
     async def close(self) -> None:
         self._running = False
-        for t in list(self._splits):
+        for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(*self._splits, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for s in self.stores.values():
             self._close_stream(s)
         await self.channel.close(None)

@@ -182,6 +182,8 @@ class OperatorController:
         if leaving and kind == LimitType.REMOVE_PEER:
             # Nothing to protect on a store that is draining or dead.
             return TokenBucket(UNLIMITED)
+        sched = self.view.config.schedule
+        self.limits.set_defaults(sched.store_limit_add_peer, sched.store_limit_remove_peer)
         return self.limits.bucket(store, kind)
 
     def add(self, op: Operator, now: float) -> str | None:

@@ -60,6 +60,16 @@ class StoreLimits:
         self._buckets: dict[tuple[int, LimitType], TokenBucket] = {}
         self._overrides: dict[tuple[int, LimitType], float] = {}
 
+    def set_defaults(self, add_per_minute: float, remove_per_minute: float) -> None:
+        """The configured rates now (they change live, as PD's store limit API does):
+        buckets at an old default start over at the new one."""
+        new = {LimitType.ADD_PEER: add_per_minute, LimitType.REMOVE_PEER: remove_per_minute}
+        if new == self.defaults:
+            return
+        self.defaults = new
+        for key in [k for k in self._buckets if k not in self._overrides]:
+            del self._buckets[key]
+
     def set_rate(self, store_id: int, kind: LimitType, per_minute: float) -> None:
         self._overrides[(store_id, kind)] = per_minute
         self._buckets.pop((store_id, kind), None)

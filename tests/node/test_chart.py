@@ -13,9 +13,11 @@ import errno
 import hashlib
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,20 +37,28 @@ pytestmark = pytest.mark.timeout(1800)
 # When `helm install` started: the benchmark "helm install → bootstrapped cluster".
 HELM_INSTALLED: list[float] = []
 
-CLUSTER_YAML = f"""
+
+def cluster_yaml(name: str, namespace: str, extra: str = "") -> str:
+    """The suite's TiKVCluster: 3 pods of the stand-in TiKV image and the sidecar."""
+    return f"""
 apiVersion: kubepd.io/v1alpha1
 kind: TiKVCluster
-metadata: {{name: {CLUSTER}, namespace: {NS}}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   replicas: 3
   image: kubepd-tikv-standin:{VERSION}
   pdImage: kubepd:{VERSION}
   storage: {{size: 1Gi, storageClassName: kubepd-node}}
-  # The stand-ins do not play raft between pods (a region lives where its leader is),
-  # so no leader can move: a rolling upgrade waits this long for the eviction per pod.
-  replication: {{maxReplicas: 1}}
-  leaderEvictionTimeoutSeconds: 5
-"""
+  # Three replicas: the stand-ins send each other snapshots and leaders (pdsim.peers).
+  replication: {{maxReplicas: 3}}
+  # Leaders balanced to within a few (PD's default tolerance for leader counts is 5 on
+  # each side, wide for 16 regions); snapshots not held back by PD's 15 a minute.
+  schedule: {{tolerant-size-ratio: 0.5, store-limit-add-peer: 600, store-limit-remove-peer: 600}}
+{extra}"""
+
+
+CLUSTER_YAML = cluster_yaml(CLUSTER, NS, "  leaderEvictionTimeoutSeconds: 30\n")
+REGIONS = 16  # the stand-in's --initial-regions: the bootstrapping store splits into 16
 
 
 def wait_for(
@@ -112,6 +122,33 @@ def leader_pod(node: Node) -> str:
     return holder.split("@", 1)[0]
 
 
+def pd_store_counts(ip: str, context: ssl.SSLContext | None = None) -> dict[str, tuple[int, int]]:
+    """(regions, leaders) per pod of the Up stores, as PD's /pd/api/v1/stores on the
+    status port of the pod at `ip` reports them (https with `context`); {} while it
+    cannot say."""
+    if not ip:
+        return {}
+    url = f"{'https' if context else 'http'}://{ip}:2381/pd/api/v1/stores"
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=context) as r:
+            data = json.load(r)
+    except (OSError, ValueError):
+        return {}
+    return {
+        s["store"]["address"].split(".")[0]: (
+            int(s["status"].get("region_count", 0)),
+            int(s["status"].get("leader_count", 0)),
+        )
+        for s in data.get("stores", [])
+        if s["store"].get("state_name") == "Up"
+    }
+
+
+def store_counts(node: Node) -> dict[str, tuple[int, int]]:
+    """The pd-leader's sidecar's counts (pd_store_counts)."""
+    return pd_store_counts(pod_ips(node).get(leader_pod(node), ""))
+
+
 def stores_up(node: Node) -> list[dict[str, Any]]:
     items = get_json(node, "tikvstores", "-n", NS)["items"]
     return [s for s in items if s.get("status", {}).get("state") == "Up"]
@@ -164,10 +201,27 @@ def test_three_store_cluster_bootstraps_with_ready_pods(release: Node) -> None:
     )
     assert out.count(" Up ") == 3, out
     stores = stores_up(release)
-    assert sum(int(s["status"].get("regionCount", 0)) for s in stores) == 1, stores
     addresses = sorted(s["spec"]["address"] for s in stores)
     assert addresses == [f"{CLUSTER}-{i}.{CLUSTER}-peer.{NS}.svc:20160" for i in range(3)], (
         addresses
+    )
+    # The bootstrapping store's 16 regions get their two other replicas by snapshots from
+    # pod to pod, and leaders go to the other two stores.
+    t0 = time.monotonic()
+    three = [f"{CLUSTER}-{i}" for i in range(3)]
+    wait_for(
+        lambda: (
+            (c := store_counts(release))
+            and all(c.get(p, (0, 0))[0] == REGIONS for p in three)
+            and all(c[p][1] >= 1 for p in three)
+            and c
+        ),
+        f"{REGIONS} regions on each store, leaders on each",
+        180,
+        detail=lambda: str(store_counts(release)),
+    )
+    print(
+        f"3 replicas of {REGIONS} regions: {time.monotonic() - t0:.1f} s; {store_counts(release)}"
     )
 
 
@@ -210,14 +264,36 @@ def store_states(node: Node) -> dict[str, str]:
     return {s["spec"]["address"].split(".")[0]: s.get("status", {}).get("state", "") for s in items}
 
 
-def test_scale_out_to_five_with_kubectl_scale(release: Node) -> None:
+def test_scale_out_to_five_with_kubectl_scale_and_regions_balance(release: Node) -> None:
+    t0 = time.monotonic()
     release.kubectl("scale", "tikvcluster", "-n", NS, CLUSTER, "--replicas=5")
     wait_for(lambda: len(pod_ips(release)) == 5, "five TiKV pods", 60)
     pods_ready(release)
     wait_for(lambda: len(stores_up(release)) == 5, "five stores Up", 120)
+    t1 = time.monotonic()
+    # 48 peers over 5 stores: PD moves regions (snapshot to the new pod, promote, hand
+    # the leader off if it moves, remove the old peer) and leaders onto the new stores.
+    new = [f"{CLUSTER}-3", f"{CLUSTER}-4"]
+    counts = wait_for(
+        lambda: (
+            (c := store_counts(release))
+            and all(c.get(p, (0, 0))[0] >= 5 and c[p][1] >= 1 for p in new)
+            and sum(r for r, _ in c.values()) == 3 * REGIONS
+            and sum(n for _, n in c.values()) == REGIONS
+            and c
+        ),
+        "regions and leaders on basic-3 and basic-4",
+        240,
+        detail=lambda: str(store_counts(release)),
+    )
+    print(
+        f"\nscale 3 → 5: 5 stores Up in {t1 - t0:.1f} s, regions and leaders on the new "
+        f"stores {time.monotonic() - t1:.1f} s later; (regions, leaders): {counts}"
+    )
 
 
 def test_scale_in_to_three_tombstones_the_drained_stores(release: Node) -> None:
+    t0 = time.monotonic()
     release.kubectl("scale", "tikvcluster", "-n", NS, CLUSTER, "--replicas=3")
     gone = [f"{CLUSTER}-3", f"{CLUSTER}-4"]
     wait_for(
@@ -239,6 +315,18 @@ def test_scale_in_to_three_tombstones_the_drained_stores(release: Node) -> None:
         120,
     )
     assert len(stores_up(release)) == 3
+    # Every region has its three replicas on the three stores left.
+    wait_for(
+        lambda: (
+            (c := store_counts(release))
+            and sorted(c) == [f"{CLUSTER}-{i}" for i in range(3)]
+            and all(r == REGIONS for r, _ in c.values())
+        ),
+        f"{REGIONS} regions on each of the 3 stores",
+        120,
+        detail=lambda: str(store_counts(release)),
+    )
+    print(f"\nscale 5 → 3 (2 Tombstone, pods and PVCs gone): {time.monotonic() - t0:.1f} s")
 
 
 def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> None:
@@ -275,6 +363,26 @@ def test_rolling_upgrade_replaces_every_pod_keeping_its_store(release: Node) -> 
     wait_for(lambda: len(stores_up(release)) == 3, "three stores Up after the upgrade", 120)
     after = {s["spec"]["address"]: s["spec"]["storeID"] for s in stores_up(release)}
     assert after == before  # each pod came back as the same store (its volume kept)
+
+    # Pod by pod, the operator evicted the store's leaders (moved to the other pods'
+    # stand-ins) before the restart, within leaderEvictionTimeoutSeconds.
+    def events(reason: str) -> list[str]:
+        items = get_json(release, "events", "-n", NS)["items"]
+        return [
+            e.get("message", "")
+            for e in items
+            if e.get("reason") == reason and e["involvedObject"].get("name") == CLUSTER
+        ]
+
+    wait_for(
+        lambda: all(
+            any(f"of pod {CLUSTER}-{i}" in m for m in events("EvictingLeaders")) for i in range(3)
+        ),
+        "an EvictingLeaders event for each pod",
+        60,
+        detail=lambda: str(events("EvictingLeaders")),
+    )
+    assert events("LeaderEvictionStalled") == []
 
 
 def test_scheduling_policy_applied_with_kubectl_runs(release: Node) -> None:

@@ -51,7 +51,10 @@ class CertAuthority:
             .not_valid_after(now + datetime.timedelta(days=1))
         )
 
-    def issue(self, cn: str, *, server: bool = False, name: str | None = None) -> Pem:
+    def issue(
+        self, cn: str, *, server: bool = False, name: str | None = None, dns: tuple[str, ...] = ()
+    ) -> Pem:
+        """`dns`: more names a server certificate carries (beside 127.0.0.1, localhost)."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
         # A server certificate is also what a member presents to other members.
@@ -66,7 +69,11 @@ class CertAuthority:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.DNSName("localhost"),
+                        *(x509.DNSName(d) for d in dns),
+                    ]
                 ),
                 critical=False,
             )

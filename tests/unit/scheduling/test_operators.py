@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pdcore.domain.commands import ChangePeer, ChangePeerV2, TransferLeader
@@ -133,6 +135,20 @@ def test_store_limit_refills_per_minute() -> None:
     assert first is None and "store 4 add-peer limit exceeded" in (second or "")
     # 15 per minute: one token every 4 s.
     assert ctrl.add(move_peer(c.tree.get(2), 3, 4, 902, "t"), NOW + 4.1) is None  # type: ignore[arg-type]
+
+
+def test_a_store_limit_changed_in_the_config_applies_at_once() -> None:
+    c = cluster(
+        [store(i) for i in (1, 2, 3, 4)],
+        [region(i, [1, 2, 3], size=96) for i in range(1, 10)],
+        store_limit_add_peer=15.0,
+    )
+    ctrl = OperatorController(c)
+    assert ctrl.add(move_peer(c.tree.get(1), 3, 4, 901, "t"), NOW) is None  # type: ignore[arg-type]
+    assert "limit exceeded" in (ctrl.add(move_peer(c.tree.get(2), 3, 4, 902, "t"), NOW) or "")  # type: ignore[arg-type]
+    # POST /pd/api/v1/stores/limit {"rate": 600}: 10 a second from now on, not after a restart.
+    c.config = replace(c.config, schedule=replace(c.config.schedule, store_limit_add_peer=600.0))
+    assert ctrl.add(move_peer(c.tree.get(2), 3, 4, 902, "t"), NOW) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
