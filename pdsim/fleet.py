@@ -220,6 +220,7 @@ class Fleet:
         # a heap of (due, region id); an entry is stale once `_hb_next` moved on.
         self._hb_due: list[tuple[float, int]] = []
         self._hb_next: dict[int, float] = {}
+        self._hb_swept = -1e18  # regions put in `regions` without a heartbeat get one
         self._running = False
         self._busy: set[int] = set()  # regions with an async split under way
         # Regions whose leadership is being handed to another process: no updates from
@@ -826,7 +827,14 @@ class Fleet:
             self._last_store_hb = now
             await self._store_heartbeats()
         # Each region's periodic heartbeat when it is due (spread over the interval at
-        # bootstrap; any other heartbeat of the region moves it on).
+        # bootstrap; any other heartbeat of the region moves it on). Once an interval,
+        # regions that came in without one (a stand-in's copies read back from disk or
+        # sent by a leader) are given theirs.
+        if now - self._hb_swept >= self.cfg.region_hb_s:
+            self._hb_swept = now
+            missing = sorted(self.regions.keys() - self._hb_next.keys())
+            for i, rid in enumerate(missing):
+                self._next_heartbeat(rid, now + self.cfg.region_hb_s * (i + 1) / len(missing))
         due = self._hb_due
         while due and due[0][0] <= now:
             at, rid = heapq.heappop(due)
