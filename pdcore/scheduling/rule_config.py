@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdcore.domain.config import ReplicationConfig
 from pdcore.scheduling.rules import OPS, ROLES, LabelConstraint, Rule, applied
 
 RuleKey = tuple[str, str]  # (group id, rule id)
@@ -276,6 +277,42 @@ def check_key_space(rules: list[Rule]) -> None:
                 raise build_error(f"multiple leader replicas {where}")
         if leaders + voters < 1:
             raise build_error(f"needs at least one leader or voter {where}")
+
+
+NOT_ONLY_DEFAULT = (
+    "cannot update MaxReplicas, LocationLabels or IsolationLevel when placement rules "
+    "feature is enabled and not only default rule exists, please update rule instead"
+)
+INCONSISTENT = (
+    "cannot to update replication config, the default rules do not consistent with "
+    "replication config, please update rule instead"
+)
+
+
+def follow_replication(
+    rules: RuleSet, old: ReplicationConfig, new: ReplicationConfig
+) -> Rule | None:
+    """PD keeps its default rule in step with the replication config: a change of
+    max-replicas, location-labels or isolation-level rewrites `pd/default` (returned;
+    None when none of them changed). PD refuses the change (RuleError) when that rule
+    is gone, covers less than the whole key space, or no longer matches `old`."""
+
+    def replication(c: ReplicationConfig) -> tuple[int, tuple[str, ...], str]:
+        return (c.max_replicas, tuple(c.location_labels), c.isolation_level)
+
+    if replication(old) == replication(new):
+        return None
+    rule = rules.rules.get(("pd", "default"))
+    if rule is None or rule.start_key or rule.end_key:
+        raise RuleError(NOT_ONLY_DEFAULT)
+    if (rule.count, rule.location_labels, rule.isolation_level) != replication(old):
+        raise RuleError(INCONSISTENT)
+    return dataclasses.replace(
+        rule,
+        count=new.max_replicas,
+        location_labels=tuple(new.location_labels),
+        isolation_level=new.isolation_level,
+    )
 
 
 def matcher(pattern: str, regex: bool) -> Callable[[str], bool]:

@@ -217,16 +217,36 @@ async def test_rules_survive_a_restart(tmp_path: Path) -> None:
         ]
 
 
-async def test_the_default_rule_follows_max_replicas_until_a_write(
+async def test_the_default_rule_and_max_replicas_stay_in_step(
     server: PdServer, http: aiohttp.ClientSession
 ) -> None:
     async with aiohttp.ClientSession(f"http://{server.status_address}/pd/api/v1/") as api:
+
+        async def max_replicas() -> int:
+            return int((await call(api, "GET", "config/replicate"))["max-replicas"])
+
+        # Before any write the default rule is the replication config's.
         await call(api, "POST", "config/replicate", {"max-replicas": 5})
         assert (await rules(http))[0]["count"] == 5
         await call(http, "POST", "rule", rule("tidb", "t", role="learner", count=1))
-        await call(api, "POST", "config/replicate", {"max-replicas": 1})
-    # After the first write the rules are the ones written (from the default then).
-    assert [r["count"] for r in await rules(http)] == [5, 1]
+        # Once rules are written, a change of max-replicas rewrites pd/default ...
+        await call(api, "POST", "config", {"max-replicas": 4, "location-labels": "zone"})
+        assert [(r["count"], r.get("location_labels")) for r in await rules(http)] == [
+            (4, ["zone"]),
+            (1, None),
+        ]
+        # ... and writing pd/default sets max-replicas, as PD does.
+        await call(http, "POST", "rule", rule(rid="default", count=2, location_labels=["zone"]))
+        assert await max_replicas() == 2
+        # Without pd/default over the whole key space, PD refuses the change.
+        await call(http, "POST", "rule", rule(rid="other"))
+        await call(http, "DELETE", "rule/pd/default")
+        refused = await call(api, "POST", "config/replicate", {"max-replicas": 3}, status=400)
+        assert refused.startswith("cannot update MaxReplicas, LocationLabels or IsolationLevel")
+        assert await max_replicas() == 2
+        # A rule write that PD refuses leaves max-replicas alone too.
+        await call(http, "POST", "rule", rule(rid="default", count=0), status=400)
+        assert await max_replicas() == 2
 
 
 async def test_without_a_rule_keeper_writes_are_refused(server: PdServer) -> None:

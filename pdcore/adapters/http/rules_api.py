@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from pdcore.adapters.http.common import (
     API,
+    NODE_KEY,
     SERVICE_KEY,
     bad_request,
     error,
@@ -156,9 +158,22 @@ def _list(body: Any, go_type: str) -> list[Any]:
     return body
 
 
+async def _sync_max_replicas(request: web.Request, rules: list[Rule]) -> None:
+    """As PD: writing the default rule `pd/default` sets max-replicas to its count."""
+    node = request.app.get(NODE_KEY)
+    for r in rules:
+        if node is not None and (r.group_id, r.id) == ("pd", "default"):
+            repl = node.config.replication
+            if repl.max_replicas != r.count:
+                new = replace(repl, max_replicas=r.count)
+                await node.set_config(replace(node.config, replication=new))
+
+
 async def set_rule(request: web.Request) -> web.Response:
     rule: Rule = await _parsed(request, rule_from_json)
-    return await _write(request, lambda e: e.set_rule(rule), "Update rule successfully.")
+    done = await _write(request, lambda e: e.set_rule(rule), "Update rule successfully.")
+    await _sync_max_replicas(request, [rule])
+    return done
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -178,7 +193,9 @@ async def set_rules(request: web.Request) -> web.Response:
     rules: list[Rule] = await _parsed(
         request, lambda b: [rule_from_json(r) for r in _list(b, "[]*placement.Rule")]
     )
-    return await _write(request, _set_all(rules), "Update rules successfully.")
+    done = await _write(request, _set_all(rules), "Update rules successfully.")
+    await _sync_max_replicas(request, rules)
+    return done
 
 
 def _batch(body: Any) -> Callable[[RuleEdit], None]:

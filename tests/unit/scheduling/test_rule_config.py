@@ -9,14 +9,18 @@ from typing import Any
 import pytest
 
 from pdcore.adapters.storage.memory import MemoryStore
+from pdcore.domain.config import ReplicationConfig
 from pdcore.scheduling.checkers import CheckContext, RuleChecker
 from pdcore.scheduling.coordinator import Coordinator
 from pdcore.scheduling.operator import Operator
 from pdcore.scheduling.rule_config import (
+    INCONSISTENT,
+    NOT_ONLY_DEFAULT,
     RuleError,
     RuleGroup,
     RuleSet,
     check_key_space,
+    follow_replication,
     rule_from_json,
 )
 from pdcore.scheduling.rules import Rule, applied, default_rules
@@ -142,3 +146,30 @@ async def test_a_refused_write_changes_nothing_and_saves_nothing() -> None:
     with pytest.raises(RuleError):
         await keeper.write(lambda e: e.delete_rule("pd", "default"))
     assert mem.writes == writes and coord.rules() == before
+
+
+@pytest.mark.parametrize(
+    ("rules", "new", "outcome"),
+    [
+        ([Rule(count=3)], ReplicationConfig(max_replicas=3), None),  # nothing changed
+        ([Rule(count=3)], ReplicationConfig(max_replicas=5), 5),
+        ([Rule(count=4)], ReplicationConfig(max_replicas=5), INCONSISTENT),
+        ([Rule("pd", "x")], ReplicationConfig(max_replicas=5), NOT_ONLY_DEFAULT),
+        ([Rule(end_key=b"m"), Rule("pd", "x", start_key=b"m")], ReplicationConfig(), None),
+        (
+            [Rule(end_key=b"m"), Rule("pd", "x", start_key=b"m")],
+            ReplicationConfig(location_labels=("zone",)),
+            NOT_ONLY_DEFAULT,
+        ),
+    ],
+)
+def test_a_replication_change_rewrites_the_default_rule(
+    rules: list[Rule], new: ReplicationConfig, outcome: int | str | None
+) -> None:
+    old = ReplicationConfig()
+    if isinstance(outcome, str):
+        with pytest.raises(RuleError, match=outcome[:40]):
+            follow_replication(RuleSet.of(rules), old, new)
+        return
+    got = follow_replication(RuleSet.of(rules), old, new)
+    assert (got.count if got else None) == outcome
