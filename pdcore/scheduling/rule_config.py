@@ -192,10 +192,6 @@ class RuleSet:
             {g.id: g for g in groups if not g.is_default},
         )
 
-    def sorted_rules(self, group: str | None = None) -> list[Rule]:
-        rules = self.rules_in_force()
-        return [r for r in rules if group is None or r.group_id == group]
-
     def all_groups(self) -> list[RuleGroup]:
         """PD's rule groups: the configured ones and one for each group a rule names,
         by index then id."""
