@@ -35,11 +35,13 @@ from pdcore.adapters.storage.memory import MemoryStore
 from pdcore.adapters.tls import HttpTls, Security
 from pdcore.adapters.wasm.optional import wasm_host
 from pdcore.domain.config import ClusterConfig
-from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage
+from pdcore.ports import Clock, EtcdStore, MetaStore, RegionStorage, RuleStore
 from pdcore.proto import keyspacepb_pb2_grpc, meta_storagepb_pb2_grpc, pdpb_pb2_grpc
+from pdcore.scheduling.rules import default_rules
 from pdcore.service.etcd import EtcdService
 from pdcore.service.keyspaces import KeyspaceManager
 from pdcore.service.node import Member, PdNode
+from pdcore.service.placement_rules import PlacementRules
 from pdcore.service.policies import PolicyService
 from pdcore.service.scheduler_role import SchedulerRole
 
@@ -81,12 +83,13 @@ class PdServer:
         self.store: MetaStore
         self.region_storage: RegionStorage
         self.etcd_store: EtcdStore
+        self.rule_store: RuleStore
         if options.data_dir is None:
             mem = memory or MemoryStore()
-            self.store, self.region_storage, self.etcd_store = mem, mem, mem
+            self.store, self.region_storage, self.etcd_store, self.rule_store = (mem,) * 4
         else:
             local = LocalStore(options.data_dir, force_new_cluster=options.force_new_cluster)
-            self.store, self.region_storage, self.etcd_store = local, local, local
+            self.store, self.region_storage, self.etcd_store, self.rule_store = (local,) * 4
         self.etcd: EtcdService | None = None
         self._grpc: ClientServer | None = None
         self.inproc: InProcessServer | None = None
@@ -97,6 +100,7 @@ class PdServer:
         self.node: PdNode | None = None
         self.metrics: Metrics | None = None
         self.scheduler: SchedulerRole | None = None
+        self.rules: PlacementRules | None = None  # written over PD's API
         self.wasm_host: WasmHost | None = None
         self._http_tls: HttpTls | None = None
         self._tls_watch: asyncio.Task[None] | None = None
@@ -173,6 +177,7 @@ class PdServer:
         app = build_app(node, self.metrics)
         add_keyspace_routes(app, keyspaces)
         if self.scheduler is not None:
+            await self._load_rules(self.scheduler)
             self._attach_scheduling_routes(app, self.scheduler)
         if self._grpc is None:
             log.info("kubepd serving in process", extra={"cluster_id": node.cluster_id})
@@ -217,8 +222,18 @@ class PdServer:
         role.start()
         return role
 
+    async def _load_rules(self, role: SchedulerRole) -> None:
+        """The rules written over PD's API, in force from start (no PlacementRule
+        objects here); PD's default rule from the replication config until then."""
+        self.rules = PlacementRules(
+            self.rule_store,
+            default=lambda: default_rules(role.scheduling.coordinator.view.config.replication),
+            apply=role.scheduling.set_rules,
+        )
+        await self.rules.load()
+
     def _attach_scheduling_routes(self, app: web.Application, role: SchedulerRole) -> None:
-        add_scheduling_routes(app, role.scheduling)
+        add_scheduling_routes(app, role.scheduling, self.rules)
         if role.policies is not None and self.wasm_host is not None:
             from pdcore.adapters.http.policy_api import add_policy_routes
 

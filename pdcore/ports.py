@@ -18,6 +18,7 @@ from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.mvcc import Record
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
+from pdcore.scheduling.rule_config import RuleSet
 
 
 class Timer(Protocol):
@@ -154,4 +155,17 @@ class EtcdStore(Protocol):
 
     async def save_etcd(self, change: EtcdChange) -> None:
         """Apply `change` all or nothing."""
+        ...
+
+
+class RuleStore(Protocol):
+    """Where the embedded mode keeps the placement rules written over PD's API (on
+    Kubernetes the rules are PlacementRule objects instead)."""
+
+    async def load_rules(self) -> RuleSet | None:
+        """The rules and configured groups last saved; None if none ever were."""
+        ...
+
+    async def save_rules(self, rules: RuleSet) -> None:
+        """Replace the saved rules and groups, all or nothing."""
         ...

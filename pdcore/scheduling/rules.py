@@ -48,6 +48,10 @@ class Rule:
     label_constraints: tuple[LabelConstraint, ...] = ()
     location_labels: tuple[str, ...] = ()
     isolation_level: str = ""
+    # From the rule's group (PD's rule groups): the group's place in the apply order,
+    # and whether it sets aside every group before it.
+    group_index: int = 0
+    group_override: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -68,11 +72,20 @@ class Rule:
         return all(c.matches(store) for c in self.label_constraints)
 
     def covers(self, region: Region) -> bool:
-        if self.start_key > region.start_key:
+        return self.covers_range(region.start_key, region.end_key)
+
+    def covers_range(self, start: bytes, end: bytes) -> bool:
+        """Whether [start, end) lies inside the rule's range (an empty end: no bound)."""
+        if self.start_key > start:
             return False
         if not self.end_key:
             return True
-        return bool(region.end_key) and region.end_key <= self.end_key
+        return bool(end) and end <= self.end_key
+
+    @property
+    def order(self) -> tuple[int, str, int, str]:
+        """PD's apply order: group index, group id, rule index, rule id."""
+        return (self.group_index, self.group_id, self.index, self.id)
 
 
 def default_rules(repl: ReplicationConfig) -> list[Rule]:
@@ -86,11 +99,20 @@ def default_rules(repl: ReplicationConfig) -> list[Rule]:
 
 
 def rules_for(region: Region, rules: list[Rule]) -> list[Rule]:
-    applicable = sorted(
-        (r for r in rules if r.covers(region)), key=lambda r: (r.group_id, r.index, r.id)
-    )
+    return applied([r for r in rules if r.covers(region)])
+
+
+def applied(covering: list[Rule]) -> list[Rule]:
+    """Of the rules covering one range, those in force, in apply order: a rule with
+    `override` sets aside the rules before it in its group, a group with
+    `group_override` every group before it."""
     out: list[Rule] = []
-    for r in applicable:
+    group: str | None = None
+    for r in sorted(covering, key=lambda r: r.order):
+        if r.group_id != group:
+            group = r.group_id
+            if r.group_override:
+                out = []
         if r.override:
             out = [x for x in out if x.group_id != r.group_id]
         out.append(r)

@@ -3,7 +3,10 @@ gohttp/go.mod) against a real `kubepd serve`: every call it makes must succeed a
 decode into PD's types, and the values must be the ones kubepd holds. Twice: pointed at
 the status URL, and finding PD as users' programs do, by gRPC discovery on the client
 URL and then HTTP/1.1 on that same port (where `cluster`, `health` and the service GC
-safe points used to hang: the client spoke HTTP/2 to an HTTP/1.1-only port)."""
+safe points used to hang: the client spoke HTTP/2 to an HTTP/1.1-only port). With
+-rule-writes it also writes placement rules (SetPlacementRule, SetPlacementRuleInBatch,
+SetPlacementRuleGroup, SetPlacementRuleBundles, DeletePlacementRule, ...), which the
+embedded mode takes."""
 
 from __future__ import annotations
 
@@ -59,8 +62,8 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
     where = (
         ["-url", pd.status] if port == "status" else ["-discover", "-url", f"http://{pd.address}"]
     )
-    out = run_pdhttp(pdhttp, ids, where)
-    expected_errors = {"store_missing", "region_missing", "set_config_bad"}
+    out = run_pdhttp(pdhttp, ids, where, "-rule-writes")
+    expected_errors = {"store_missing", "region_missing", "set_config_bad", "rule_set_bad"}
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}
     v = {k: r.get("value") for k, r in out.items()}
@@ -94,6 +97,19 @@ def test_pd_go_http_client(pdhttp: Path, pd: PdProcess, port: str) -> None:
     assert v["rule"]["id"] == "default" and v["rule"]["count"] == 3
     assert v["rule_bundles"][0]["group_id"] == "pd" and v["rule_groups"][0]["id"] == "pd"
     assert v["label_rules"] in (None, [])
+    # Placement-rule writes (the embedded mode): each one in force for the next read.
+    written = v["rule_written"]
+    assert written["role"] == "learner"
+    assert written["start_key"] == (b"a" + b"\0" * 7 + b"\xf8").hex()  # "a", memcomparable
+    assert "400" in out["rule_set_bad"]["err"] and "invalid count 0" in out["rule_set_bad"]["err"]
+    assert [r["id"] for r in v["rules_conf"]] == ["v-1"]  # the batch added one, deleted one
+    assert v["rule_group"] == {"id": "conf", "index": 5}
+    bundle = v["rule_bundle"]
+    assert (bundle["group_index"], [(r["group_id"], r["id"]) for r in bundle["rules"]]) == (
+        6,
+        [("conf", "v-2")],  # partial: the bundle replaced group conf only
+    )
+    assert [b["group_id"] for b in v["rule_bundles_after"]] == ["pd"]
     assert v["min_resolved_ts"] == {"ts": 0, "stores": {str(ids["s1"]): 0}}
     assert v["gc"]["gc_safe_point"] == 0
     assert v["gc_delete"] == "Delete service GC safepoint successfully."

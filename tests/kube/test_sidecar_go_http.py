@@ -1,6 +1,7 @@
 """PD's Go HTTP client against sidecar mode: it finds the members by gRPC on a
 follower's client URL (PD's default discovery) and sends HTTP/1.1 to that same port;
-reads answer from the member's view, writes reach the pd-leader."""
+reads answer from the member's view, writes reach the pd-leader; placement-rule
+writes are refused (rules are PlacementRule objects on Kubernetes)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ async def test_pd_go_http_client_through_a_follower(
             str(stores[1]),
             "-region",
             str(region),
+            "-rule-writes",
         ],
         capture_output=True,
         text=True,
@@ -58,7 +60,29 @@ async def test_pd_go_http_client_through_a_follower(
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{"))
     out: dict[str, dict[str, Any]] = json.loads(line)
-    expected_errors = {"store_missing", "region_missing", "set_config_bad"}
+    # Placement rules are PlacementRule objects here: every rule write is refused with
+    # the kubectl hint, and what it would have written is not there.
+    rule_writes = {
+        "rule_set",
+        "rule_set_bad",
+        "rule_batch",
+        "rule_group_set",
+        "rule_bundles_set",
+        "rule_delete",
+        "rule_group_delete",
+    }
+    for name in rule_writes:
+        assert "400" in out[name]["err"] and "PlacementRule" in out[name]["err"], name
+    assert "404" in out["rule_written"]["err"] and "404" in out["rule_group"]["err"]
+    assert [b["group_id"] for b in out["rule_bundles_after"]["value"]] == ["pd"]
+    expected_errors = {
+        "store_missing",
+        "region_missing",
+        "set_config_bad",
+        "rule_written",
+        "rule_group",
+        *rule_writes,
+    }
     failed = {k: v["err"] for k, v in out.items() if not v["ok"] and k not in expected_errors}
     assert failed == {}
     v = {k: r.get("value") for k, r in out.items()}

@@ -51,14 +51,19 @@ def bootstrapped_node(request: web.Request) -> PdNode:
     return node
 
 
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; otherwise 400 with what was wrong."""
+async def json_body(request: web.Request) -> Any:
+    """The request body as JSON (null when empty); otherwise 400 with what was wrong."""
     try:
-        body = json.loads(await request.read() or b"null")
+        return json.loads(await request.read() or b"null")
     except UnicodeDecodeError as e:
         raise bad_request(f"body is not valid UTF-8 JSON: {e}") from None
     except json.JSONDecodeError as e:
         raise bad_request(str(e)) from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; otherwise 400 with what was wrong."""
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise bad_request(
             "json: cannot unmarshal non-object into Go value of type map[string]interface {}"

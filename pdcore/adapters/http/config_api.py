@@ -10,9 +10,11 @@ from aiohttp import web
 
 from pdcore.adapters.http import pd_config
 from pdcore.adapters.http.common import NODE_KEY, error, json_object, json_response
+from pdcore.adapters.http.rules_api import RULES_KEY
 from pdcore.adapters.http.stores_api import store_limits
 from pdcore.domain.config import ClusterConfig
 from pdcore.domain.errors import InvalidValue
+from pdcore.scheduling.rule_config import RuleError
 from pdcore.service.node import PdNode
 
 PREFIX = "/pd/api/v1/config"
@@ -97,12 +99,25 @@ async def config_get(request: web.Request) -> web.Response:
     return json_response(server_config_json(request.app[NODE_KEY]))
 
 
-async def _save(node: PdNode, new: ClusterConfig) -> web.Response:
+async def _save(request: web.Request, node: PdNode, new: ClusterConfig) -> web.Response:
+    """Where rules are written here (the embedded mode), a replication change also
+    rewrites the default rule, or is refused as PD refuses it."""
     if new != node.config:
+        keeper = request.app.get(RULES_KEY)
+        try:
+            default = (
+                keeper.replication_change(node.config.replication, new.replication)
+                if keeper is not None
+                else None
+            )
+        except RuleError as e:
+            return error(e.message)
         try:
             await node.set_config(new)
         except InvalidValue as e:  # the domain's cross-field rules: PD answers 400
             return error(e.message)
+        if keeper is not None and default is not None:
+            await keeper.write(lambda e: e.set_rule(default))
     return json_response("The config is updated.")
 
 
@@ -119,7 +134,7 @@ async def config_post(request: web.Request) -> web.Response:
         return error(str(e))
     if version is not None and version != node.cluster_version():
         return error(_VERSION_FIXED)
-    return await _save(node, new)
+    return await _save(request, node, new)
 
 
 def schedule_json(node: PdNode) -> dict[str, Any]:
@@ -145,7 +160,7 @@ def _section_post(
             new = update(node.config, await json_object(request))
         except ValueError as e:
             return error(str(e))
-        return await _save(node, new)
+        return await _save(request, node, new)
 
     return handler
 

@@ -15,6 +15,7 @@ from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.scheduling.schedulers.base import HotStat
 from pdcore.scheduling.schedulers.evict_leader import EvictLeader
+from pdcore.service.placement_rules import PlacementRules
 from pdcore.service.scheduling import SchedulingService
 
 PREFIX = "/pd/api/v1"
@@ -316,9 +317,12 @@ async def hot_stores(request: web.Request) -> web.Response:
     return _json(out)
 
 
-def add_scheduling_routes(app: web.Application, service: SchedulingService) -> None:
+def add_scheduling_routes(
+    app: web.Application, service: SchedulingService, rules: PlacementRules | None = None
+) -> None:
+    """`rules`: where placement-rule writes go (the embedded mode); None refuses them."""
     app[SERVICE_KEY] = service
-    add_rule_routes(app)
+    add_rule_routes(app, rules)
     r = app.router
     r.add_get(PREFIX + "/schedulers", list_schedulers)
     r.add_post(PREFIX + "/schedulers", add_scheduler)

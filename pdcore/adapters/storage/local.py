@@ -40,6 +40,7 @@ from pdcore.domain.mvcc import KeyValue, Record
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.ports import EtcdChange, EtcdState, PersistedState
+from pdcore.scheduling.rule_config import RuleSet
 
 T = TypeVar("T")
 log = logging.getLogger("kubepd.storage")
@@ -298,6 +299,16 @@ class LocalStore:
                 )
 
         await self._run(write)
+
+    async def load_rules(self) -> RuleSet | None:
+        def read(db: sqlite3.Connection) -> RuleSet | None:
+            data = self._get(db, "placement_rules")
+            return None if data is None else serde.rules_from_json(data)
+
+        return await self._run(read)
+
+    async def save_rules(self, rules: RuleSet) -> None:
+        await self._save("placement_rules", serde.rules_to_json(rules))
 
     async def load_etcd(self) -> EtcdState:
         def read(db: sqlite3.Connection) -> EtcdState:

@@ -17,6 +17,7 @@ from pdcore.domain.keyspace import Keyspace
 from pdcore.domain.region import Region
 from pdcore.domain.store import Store
 from pdcore.ports import EtcdChange, EtcdState, PersistedState
+from pdcore.scheduling.rule_config import RuleSet
 
 
 class MemoryStore:
@@ -26,6 +27,7 @@ class MemoryStore:
         self.keyspaces: dict[int, Keyspace] = {}
         self.keyspace_mark = 0
         self.etcd = EtcdState()
+        self.rules: RuleSet | None = None
         self.fail_writes = False
         self.writes = 0
 
@@ -99,6 +101,13 @@ class MemoryStore:
     async def save_keyspace(self, keyspace: Keyspace) -> None:
         self._write()
         self.keyspaces[keyspace.id] = keyspace
+
+    async def load_rules(self) -> RuleSet | None:
+        return self.rules
+
+    async def save_rules(self, rules: RuleSet) -> None:
+        self._write()
+        self.rules = rules  # a RuleSet is never changed in place
 
     async def load_etcd(self) -> EtcdState:
         return copy.deepcopy(self.etcd)

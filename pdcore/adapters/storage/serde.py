@@ -15,6 +15,8 @@ from pdcore.domain.gc import GcState, ServiceSafePoint
 from pdcore.domain.keyspace import Keyspace, KeyspaceState
 from pdcore.domain.region import FlowStats, Peer, PeerRole, PeerStats, Region, RegionEpoch
 from pdcore.domain.store import NodeState, Store, StoreState
+from pdcore.scheduling import rule_config
+from pdcore.scheduling.rule_config import RuleSet
 
 Json = dict[str, Any]
 
@@ -162,4 +164,19 @@ def keyspace_from_json(d: Json) -> Keyspace:
         created_at=int(d.get("created_at", 0)),
         state_changed_at=int(d.get("state_changed_at", 0)),
         config={str(k): str(v) for k, v in (d.get("config") or {}).items()},
+    )
+
+
+def rules_to_json(rules: RuleSet) -> Json:
+    """Rules and configured groups in PD's own JSON."""
+    return {
+        "rules": [rule_config.rule_to_json(r) for r in rules.rules.values()],
+        "groups": [rule_config.group_to_json(g) for g in rules.groups.values()],
+    }
+
+
+def rules_from_json(data: Json) -> RuleSet:
+    return RuleSet.of(
+        (rule_config.rule_from_json(r) for r in data.get("rules", [])),
+        (rule_config.group_from_json(g) for g in data.get("groups", [])),
     )

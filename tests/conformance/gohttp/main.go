@@ -39,6 +39,7 @@ func main() {
 	flag.StringVar(&sec.CertPath, "cert", "", "client certificate (PEM) to present")
 	flag.StringVar(&sec.KeyPath, "key", "", "key of -cert")
 	probe := flag.Bool("probe", false, "only GetMembers and GetStores: may this client call at all?")
+	ruleWrites := flag.Bool("rule-writes", false, "write placement rules too (the embedded mode takes them)")
 	flag.Parse()
 
 	// nil without -cacert: plain HTTP, as before.
@@ -180,6 +181,9 @@ func main() {
 	record("rule", rule, err)
 	groups, err := cli.GetAllPlacementRuleGroups(ctx)
 	record("rule_groups", groups, err)
+	if *ruleWrites {
+		placementWrites(ctx, cli, record, do)
+	}
 	labelRules, err := cli.GetAllRegionLabelRules(ctx)
 	record("label_rules", labelRules, err)
 
@@ -191,6 +195,42 @@ func main() {
 	record("gc_delete", msg, err)
 
 	report(out)
+}
+
+// placementWrites writes placement rules as TiDB's placement policies and pd-ctl do:
+// one rule, a refused one, a batch, a rule group, a bundle; then deletes them again.
+func placementWrites(
+	ctx context.Context, cli pdhttp.Client, record func(string, any, error), do func(string, error),
+) {
+	// Raw keys: the client sends them encoded (memcomparable), as TiDB's are.
+	learner := &pdhttp.Rule{
+		GroupID: "conf", ID: "learner", Role: pdhttp.Learner, Count: 1,
+		StartKey: []byte("a"), EndKey: []byte("b"),
+	}
+	do("rule_set", cli.SetPlacementRule(ctx, learner))
+	written, err := cli.GetPlacementRule(ctx, "conf", "learner")
+	record("rule_written", written, err)
+	do("rule_set_bad", cli.SetPlacementRule(ctx, &pdhttp.Rule{
+		GroupID: "conf", ID: "bad", Role: pdhttp.Voter, Count: 0,
+	}))
+	do("rule_batch", cli.SetPlacementRuleInBatch(ctx, []*pdhttp.RuleOp{
+		{Rule: &pdhttp.Rule{GroupID: "conf", ID: "v-1", Role: pdhttp.Voter, Count: 1}, Action: pdhttp.RuleOpAdd},
+		{Rule: &pdhttp.Rule{GroupID: "conf", ID: "learner"}, Action: pdhttp.RuleOpDel},
+	}))
+	confRules, err := cli.GetPlacementRulesByGroup(ctx, "conf")
+	record("rules_conf", confRules, err)
+	do("rule_group_set", cli.SetPlacementRuleGroup(ctx, &pdhttp.RuleGroup{ID: "conf", Index: 5}))
+	group, err := cli.GetPlacementRuleGroupByID(ctx, "conf")
+	record("rule_group", group, err)
+	do("rule_bundles_set", cli.SetPlacementRuleBundles(ctx, []*pdhttp.GroupBundle{{
+		ID: "conf", Index: 6, Rules: []*pdhttp.Rule{{ID: "v-2", Role: pdhttp.Voter, Count: 2}},
+	}}, true))
+	bundle, err := cli.GetPlacementRuleBundleByGroup(ctx, "conf")
+	record("rule_bundle", bundle, err)
+	do("rule_delete", cli.DeletePlacementRule(ctx, "conf", "v-2"))
+	do("rule_group_delete", cli.DeletePlacementRuleGroupByID(ctx, "conf"))
+	after, err := cli.GetAllPlacementRuleBundles(ctx)
+	record("rule_bundles_after", after, err)
 }
 
 func report(out map[string]result) {
