@@ -82,7 +82,7 @@ async def test_bootstrap_then_lookups(client: PdTestClient) -> None:
     assert cfg.cluster.max_peer_count == 3
 
 
-async def test_tso_batches_and_ordering(client: PdTestClient) -> None:
+async def test_tso_batches_and_ordering(server: PdServer, client: PdTestClient) -> None:
     call = client.stub.Tso()
     last = 0
     for count in (1, 10, 1000, 3):
@@ -93,6 +93,7 @@ async def test_tso_batches_and_ordering(client: PdTestClient) -> None:
         assert ts - count + 1 > last
         last = ts
     await call.done_writing()
+    assert server.pd_service is not None and server.pd_service.tso_fast_streams == 1
 
 
 async def test_alloc_id_unique(client: PdTestClient) -> None:
