@@ -7,10 +7,13 @@ directory; the same `pd-tso-bench` flags run against each, one after the other, 
 alternately, and the medians and the ratio kubepd / Go PD are printed. kubepd runs twice:
 with the client port shared with the HTTP API (the default) and with gRPC alone on it.
 
+`--baseline DIR` adds kubepd run from another checkout (for example `git archive` of an
+earlier commit into DIR), both port modes, for before/after numbers from the same run.
+
 Skips (exit 0) with a message when the Go binaries are not built. Bounded: every server
 start and every load run has a timeout.
 
-    bench/bench_vs_gopd.py [--client 1] [-c 100] [--duration 10] [--rounds 3]
+    bench/bench_vs_gopd.py [--client 1] [-c 100] [--duration 10] [--rounds 3] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from _common import PORT_MODES, progress, start_server
+from _common import PORT_MODES, cpu_seconds, progress, start_server
 
 from tests.support.pdproc import PdProcess
 from tests.support.ports import free_port
@@ -46,6 +50,13 @@ class Result:
     rate: float  # timestamps per second
     p50_ms: float
     p99_ms: float
+    cpu_us: float = 0.0  # server CPU per timestamp
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("rate", "p50_ms", "p99_ms", "cpu_us")
+
+
+def row(name: str, r: Result) -> str:
+    return f"{name:>18} {r.rate:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.cpu_us:>10.2f}"
 
 
 class GoPd:
@@ -129,6 +140,7 @@ def main() -> int:
     ap.add_argument("-c", "--concurrency", type=int, default=100)
     ap.add_argument("--duration", type=int, default=10, help="seconds per load run")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", type=Path, help="a checkout whose kubepd to run as well")
     args = ap.parse_args()
     missing = [b for b in ("pd-server", "pd-tso-bench") if not (GOPD_BIN / b).is_file()]
     if missing:
@@ -140,25 +152,30 @@ def main() -> int:
     try:
         for mode, extra in PORT_MODES.items():
             servers[f"kubepd {mode}"] = start_server(f"bench-vs-gopd-{mode}", extra)
+            if args.baseline is not None:
+                servers[f"baseline {mode}"] = start_server(
+                    f"bench-vs-gopd-base-{mode}", extra, cwd=args.baseline.resolve()
+                )
         print(
             f"pd-tso-bench -client {args.client} -c {args.concurrency}"
             f" -duration {args.duration}s, {args.rounds} rounds"
         )
-        print(f"{'server':>18} {'ts/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'server':>18} {'ts/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/ts':>10}")
         rows: dict[str, list[Result]] = {name: [] for name in servers}
         for rnd in range(args.rounds):
             for name, srv in servers.items():
                 progress(f"{name}: round {rnd + 1}")
+                pid = srv.proc.pid  # type: ignore[union-attr]
+                cpu0 = cpu_seconds(pid)
                 r = tso_bench(srv.address, args.client, args.concurrency, args.duration)
+                r.cpu_us = (cpu_seconds(pid) - cpu0) / max(1.0, r.rate * args.duration) * 1e6
                 rows[name].append(r)
-                print(f"{name:>18} {r.rate:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f}")
-        print(f"medians of {args.rounds} rounds (ratio: throughput kubepd / Go PD):")
+                print(row(name, r))
+        print(f"medians of {args.rounds} rounds (last column: throughput / Go PD's):")
         base = statistics.median(r.rate for r in rows["go-pd"])
         for name, got in rows.items():
-            rate = statistics.median(r.rate for r in got)
-            p50 = statistics.median(r.p50_ms for r in got)
-            p99 = statistics.median(r.p99_ms for r in got)
-            print(f"{name:>18} {rate:>10.0f} {p50:>8.3f} {p99:>8.3f} {rate / base:>6.2f}x")
+            med = Result(*(statistics.median(getattr(r, f) for r in got) for f in Result.FIELDS))
+            print(f"{row(name, med)} {med.rate / base:>6.2f}x")
     finally:
         for srv in servers.values():
             srv.stop()
