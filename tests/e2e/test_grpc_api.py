@@ -96,6 +96,29 @@ async def test_tso_batches_and_ordering(server: PdServer, client: PdTestClient) 
     assert server.pd_service is not None and server.pd_service.tso_fast_streams == 1
 
 
+async def test_tso_errors_end_the_stream_with_pds_status(
+    server: PdServer, client: PdTestClient
+) -> None:
+    node = server.node
+    assert node is not None
+    for count, is_leader, code, text in [
+        (0, True, grpc.StatusCode.UNKNOWN, "tso count should be positive"),
+        (1 << 18, True, grpc.StatusCode.UNKNOWN, "exceeds"),
+        (1, False, grpc.StatusCode.UNAVAILABLE, ""),
+    ]:
+        node._is_leader = lambda leader=is_leader: leader  # type: ignore[misc]
+        call = client.stub.Tso()
+        await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=count))
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call.read()
+        assert e.value.code() == code and text in (e.value.details() or "")
+    node._is_leader = lambda: True  # type: ignore[method-assign]
+    call = client.stub.Tso()
+    await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=1))
+    assert (await call.read()).count == 1
+    await call.done_writing()
+
+
 async def test_alloc_id_unique(client: PdTestClient) -> None:
     got: list[int] = []
     for count in (1, 5, 1, 2000):
