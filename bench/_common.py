@@ -21,10 +21,13 @@ CLK = os.sysconf("SC_CLK_TCK")
 PORT_MODES = {"grpc-only": ["--client-port-http", "off"], "shared": []}
 
 
-def start_server(name: str = "bench", extra: list[str] | None = None) -> PdProcess:
+def start_server(
+    name: str = "bench", extra: list[str] | None = None, cwd: Path | None = None
+) -> PdProcess:
+    """`cwd`: a checkout whose `pdcore` to run instead of this one."""
     tmp = Path(tempfile.mkdtemp(prefix="kubepd-bench-"))
     args = ["--log-level", "warning", *(extra or [])]
-    return PdProcess(tmp / "data", name=name, extra=args).start()
+    return PdProcess(tmp / "data", name=name, extra=args, cwd=cwd).start()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -98,6 +98,7 @@ class PdServer:
         self.client_address = ""
         self.status_address = ""
         self.node: PdNode | None = None
+        self.pd_service: PdService | None = None
         self.metrics: Metrics | None = None
         self.scheduler: SchedulerRole | None = None
         self.rules: PlacementRules | None = None  # written over PD's API
@@ -162,7 +163,10 @@ class PdServer:
         await keyspaces.start_leading()
         if opts.enable_scheduling:
             self.scheduler = self._start_scheduling(node)
-        self._add(pdpb_pb2_grpc.add_PDServicer_to_server, PdService(node))
+        self.pd_service = pd_service = PdService(node)
+        self._add(pdpb_pb2_grpc.add_PDServicer_to_server, pd_service)
+        if self._grpc is not None:  # Tso on bytes on a real server
+            self._grpc.replace_method("pdpb.PD", "Tso", pd_service.tso_fast_handler())
         self._add(
             meta_storagepb_pb2_grpc.add_MetaStorageServicer_to_server, MetaStorageService(node)
         )

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from pdcore.cli import grpc_env
+
+grpc_env.apply(os.environ)  # before any sub-command imports grpc
 
 # Sub-command modules, each with `add_parser(subparsers)`; optional ones may be absent
 # while their feature is being built.

@@ -82,7 +82,7 @@ async def test_bootstrap_then_lookups(client: PdTestClient) -> None:
     assert cfg.cluster.max_peer_count == 3
 
 
-async def test_tso_batches_and_ordering(client: PdTestClient) -> None:
+async def test_tso_batches_and_ordering(server: PdServer, client: PdTestClient) -> None:
     call = client.stub.Tso()
     last = 0
     for count in (1, 10, 1000, 3):
@@ -92,6 +92,30 @@ async def test_tso_batches_and_ordering(client: PdTestClient) -> None:
         ts = (resp.timestamp.physical << 18) | resp.timestamp.logical
         assert ts - count + 1 > last
         last = ts
+    await call.done_writing()
+    assert server.pd_service is not None and server.pd_service.tso_fast_streams == 1
+
+
+async def test_tso_errors_end_the_stream_with_pds_status(
+    server: PdServer, client: PdTestClient
+) -> None:
+    node = server.node
+    assert node is not None
+    for count, is_leader, code, text in [
+        (0, True, grpc.StatusCode.UNKNOWN, "tso count should be positive"),
+        (1 << 18, True, grpc.StatusCode.UNKNOWN, "exceeds"),
+        (1, False, grpc.StatusCode.UNAVAILABLE, ""),
+    ]:
+        node._is_leader = lambda leader=is_leader: leader  # type: ignore[misc]
+        call = client.stub.Tso()
+        await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=count))
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call.read()
+        assert e.value.code() == code and text in (e.value.details() or "")
+    node._is_leader = lambda: True  # type: ignore[method-assign]
+    call = client.stub.Tso()
+    await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=1))
+    assert (await call.read()).count == 1
     await call.done_writing()
 
 

@@ -119,6 +119,11 @@ async def test_grpc_needs_a_client_certificate_from_the_ca_with_an_allowed_name(
             await members(ch)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "intruder" in (e.value.details() or "")
+        tso = pdpb_pb2_grpc.PDStub(ch).Tso()  # the Tso fast path is admitted the same way
+        await tso.write(pdpb_pb2.TsoRequest(count=1))
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await tso.read()
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     async with grpc.aio.insecure_channel(tls.server.client_address) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await members(ch)

@@ -28,9 +28,11 @@ class PdProcess:
         extra: list[str] | None = None,
         health_context: ssl.SSLContext | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        cwd: Path | None = None,
     ) -> None:
         """`health_context`: the server runs TLS (--cert...); /health is asked over https.
-        `credentials`: what `channel()` dials gRPC with then."""
+        `credentials`: what `channel()` dials gRPC with then. `cwd`: run the `pdcore`
+        found there (another checkout, for before/after benchmarks)."""
         self.data_dir = data_dir
         self.name = name
         self.port = port or free_port()
@@ -38,6 +40,7 @@ class PdProcess:
         self.extra = extra or []
         self.health_context = health_context
         self.credentials = credentials
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{name}-{self.port}.log"
 
@@ -71,7 +74,9 @@ class PdProcess:
             *self.extra,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=log, start_new_session=True, cwd=self.cwd
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -70,6 +70,11 @@ class ClientServer:
         add(servicer, self.grpc)
         self.health.track(service_name(add))
 
+    def replace_method(self, service: str, method: str, handler: Any) -> None:
+        """Serve `method` of an added service with `handler` instead (a registered
+        handler wins over the generated one: the last registration of a method counts)."""
+        self.grpc.add_registered_method_handlers(service, {method: handler})  # type: ignore[attr-defined]
+
     async def bind(self) -> str:
         """Take the client port (before anything is served on it): returns host:port."""
         if not self.http_on_client_port:
