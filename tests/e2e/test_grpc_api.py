@@ -106,13 +106,13 @@ async def test_tso_errors_end_the_stream_with_pds_status(
         (1 << 18, True, grpc.StatusCode.UNKNOWN, "exceeds"),
         (1, False, grpc.StatusCode.UNAVAILABLE, ""),
     ]:
-        node._is_leader = lambda leader=is_leader: leader  # type: ignore[misc]
+        node.state.is_leader = lambda leader=is_leader: leader  # type: ignore[misc]
         call = client.stub.Tso()
         await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=count))
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await call.read()
         assert e.value.code() == code and text in (e.value.details() or "")
-    node._is_leader = lambda: True  # type: ignore[method-assign]
+    node.state.is_leader = lambda: True
     call = client.stub.Tso()
     await call.write(pdpb_pb2.TsoRequest(header=client.header(), count=1))
     assert (await call.read()).count == 1
