@@ -268,17 +268,22 @@ def merge_region(
             return None
         new = Peer(pid, to_store)
         steps.append(AddLearnerStep(to_store, pid))
-        if leader == from_store:
-            # Hand the leadership to a voter that stays, where there is one.
-            others = sorted(voters - {from_store}, key=lambda sid: (sid not in want, sid))
-            steps.append(TransferLeaderStep(from_store, others[0]))
-            leader = others[0]
-        old = source.peer_on(from_store)
-        assert old is not None
-        if joint:
-            steps += [JointEnterStep((new,), (old,)), JointLeaveStep((new,), (old,))]
+        others = sorted(voters - {from_store}, key=lambda sid: (sid not in want, sid))
+        if leader == from_store and not others:
+            # The only voter leads (one replica): promote the new peer, hand it the lead.
+            steps += [PromoteLearnerStep(to_store, pid), TransferLeaderStep(from_store, to_store)]
+            leader = to_store
         else:
-            steps.append(PromoteLearnerStep(to_store, pid))
+            if leader == from_store:
+                # Hand the leadership to a voter that stays, where there is one.
+                steps.append(TransferLeaderStep(from_store, others[0]))
+                leader = others[0]
+            old = source.peer_on(from_store)
+            assert old is not None
+            if joint:
+                steps += [JointEnterStep((new,), (old,)), JointLeaveStep((new,), (old,))]
+            else:
+                steps.append(PromoteLearnerStep(to_store, pid))
         steps.append(RemovePeerStep(from_store))
         voters = (voters - {from_store}) | {to_store}
     moves_s = sum(st.timeout(source.approximate_size) for st in steps)

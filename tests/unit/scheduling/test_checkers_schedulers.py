@@ -24,6 +24,7 @@ from pdcore.scheduling.steps import (
     AddLearnerStep,
     JointLeaveStep,
     MergeStep,
+    PromoteLearnerStep,
     RemovePeerStep,
     TransferLeaderStep,
 )
@@ -203,6 +204,24 @@ def test_merge_moves_the_source_onto_the_targets_stores_first() -> None:
     wait = dst.steps[0]
     assert isinstance(wait, MergeStep) and wait.passive
     assert wait.timeout(5) >= sum(s.timeout(5) for s in src.steps[:-1])
+
+
+def test_merge_of_one_replica_regions_hands_the_lead_to_the_new_peer() -> None:
+    regions = [
+        region(1, [1], size=5, start=b"a", end=b"b"),
+        region(2, [2], size=5, start=b"b", end=b"c"),
+    ]
+    c = cluster([store(1), store(2)], regions, split_merge_interval_s=0.0, max_replicas=1)
+    ops, why = MergeChecker(started_at=NOW).check(check_ctx(c), c.tree.get(1))  # type: ignore[arg-type]
+    assert len(ops) == 2, why
+    kinds = [type(s) for s in ops[0].steps]
+    assert kinds == [
+        AddLearnerStep,
+        PromoteLearnerStep,
+        TransferLeaderStep,
+        RemovePeerStep,
+        MergeStep,
+    ]
 
 
 def test_merge_prefers_a_neighbour_on_the_same_stores_and_skips_other_rules() -> None:
