@@ -45,6 +45,10 @@ class RegionEpoch(NamedTuple):
     conf_ver: int
     version: int
 
+    def is_stale_against(self, known: RegionEpoch) -> bool:
+        """Older than `known` in either part: PD refuses such a report (stale epoch)."""
+        return self.version < known.version or self.conf_ver < known.conf_ver
+
 
 class PeerStats(NamedTuple):
     peer: Peer

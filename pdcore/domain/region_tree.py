@@ -129,10 +129,7 @@ class RegionTree:
                 raise StaleRegion(
                     f"region {region.id} term {region.term} is older than {origin.term}"
                 )
-            if (
-                region.epoch.version < origin.epoch.version
-                or region.epoch.conf_ver < origin.epoch.conf_ver
-            ):
+            if region.epoch.is_stale_against(origin.epoch):
                 raise StaleRegion(
                     f"region {region.id} epoch {tuple(region.epoch)} is stale, "
                     f"PD has {tuple(origin.epoch)}"

@@ -212,10 +212,7 @@ class RegionIngest:
             known = self.tree.get(region.id)
         if known is None:
             raise PdError(f"region {region.id} not found")
-        if (
-            region.epoch.version < known.epoch.version
-            or region.epoch.conf_ver < known.epoch.conf_ver
-        ):
+        if region.epoch.is_stale_against(known.epoch):
             raise PdError(
                 f"invalid region epoch: region {region.id} reports {tuple(region.epoch)}, "
                 f"PD has {tuple(known.epoch)}"
