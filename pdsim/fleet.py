@@ -334,9 +334,7 @@ class Fleet:
         for r in self.regions.values():
             self.heartbeat(r)
         # Spread the periodic ones evenly over the interval from here on.
-        now, n = self.now(), len(self.regions)
-        for i, rid in enumerate(self.regions):
-            self._next_heartbeat(rid, now + self.cfg.region_hb_s * (i + 1) / n)
+        self._spread_heartbeats(list(self.regions))
 
     def _store_pb(self, s: SimStore) -> metapb_pb2.Store:
         return metapb_pb2.Store(
@@ -413,6 +411,12 @@ class Fleet:
     def _next_heartbeat(self, rid: int, at: float) -> None:
         self._hb_next[rid] = at
         heapq.heappush(self._hb_due, (at, rid))
+
+    def _spread_heartbeats(self, rids: list[int]) -> None:
+        """The next periodic heartbeats of `rids`, evenly over one interval from now."""
+        now = self.now()
+        for i, rid in enumerate(rids):
+            self._next_heartbeat(rid, now + self.cfg.region_hb_s * (i + 1) / len(rids))
 
     def heartbeat(self, r: SimRegion, interval_s: int = 0) -> None:
         # The next periodic one is due an interval from now, whether or not this one
@@ -640,11 +644,15 @@ class Fleet:
     ) -> None:
         sender.sending -= 1
         receiver.receiving -= 1
+        self._snapshot_applied(r, peer)
+        self._start_snapshots()
+
+    def _snapshot_applied(self, r: SimRegion, peer: Peer) -> None:
+        """The peer has its snapshot (here or in another process): no longer pending."""
         self.stats.snapshots += 1
         if self.regions.get(r.id) is r and peer.id in r.pending:
             r.pending.discard(peer.id)
             self._applied(r, "snapshot")
-        self._start_snapshots()
 
     async def _remote_snapshot(self, r: SimRegion, peer: Peer, sender: SimStore) -> None:
         assert self.remote is not None
@@ -656,10 +664,7 @@ class Fleet:
             await self.clock.sleep(RECONNECT_S)
             self._waiting_snaps.append((r, peer))
         else:
-            self.stats.snapshots += 1
-            if self.regions.get(r.id) is r and peer.id in r.pending:
-                r.pending.discard(peer.id)
-                self._applied(r, "snapshot")
+            self._snapshot_applied(r, peer)
         self._start_snapshots()
 
     async def _remote_transfer(self, r: SimRegion, target: Peer) -> None:
@@ -832,9 +837,7 @@ class Fleet:
         # sent by a leader) are given theirs.
         if now - self._hb_swept >= self.cfg.region_hb_s:
             self._hb_swept = now
-            missing = sorted(self.regions.keys() - self._hb_next.keys())
-            for i, rid in enumerate(missing):
-                self._next_heartbeat(rid, now + self.cfg.region_hb_s * (i + 1) / len(missing))
+            self._spread_heartbeats(sorted(self.regions.keys() - self._hb_next.keys()))
         due = self._hb_due
         while due and due[0][0] <= now:
             at, rid = heapq.heappop(due)
