@@ -44,22 +44,23 @@ class RequestDecoder:
     `TsoRequest.FromString` would. One per server: the remembered header is a cache,
     never a meaning of its own."""
 
-    __slots__ = ("_cluster_id", "_head")
+    __slots__ = ("_known",)
 
     def __init__(self) -> None:
-        self._head = b""  # field 1 (tag, length, bytes) exactly as last seen
-        self._cluster_id = 0  # what protobuf read from those header bytes
+        # Field 1 (tag, length, bytes) exactly as last seen, and the cluster id protobuf
+        # read from those bytes: one value, so the two are never read from two updates.
+        self._known = (b"", 0)
 
     def __call__(self, data: bytes) -> tuple[int, int]:
-        head = self._head
+        head, cluster_id = self._known
         if head and data.startswith(head):
             rest = len(data) - len(head)
             at = len(head)
             # field 2 (count), varint of one to three bytes, and nothing after it
             if rest == 2 and data[at] == 0x10 and data[at + 1] < 0x80:
-                return self._cluster_id, data[at + 1]
+                return cluster_id, data[at + 1]
             if rest == 3 and data[at] == 0x10 and data[at + 1] & 0x80 and data[at + 2] < 0x80:
-                return self._cluster_id, (data[at + 1] & 0x7F) | (data[at + 2] << 7)
+                return cluster_id, (data[at + 1] & 0x7F) | (data[at + 2] << 7)
             if (
                 rest == 4
                 and data[at] == 0x10
@@ -68,7 +69,7 @@ class RequestDecoder:
                 and data[at + 3] < 0x80
             ):
                 count = (data[at + 1] & 0x7F) | (data[at + 2] & 0x7F) << 7 | data[at + 3] << 14
-                return self._cluster_id, count
+                return cluster_id, count
         req = pdpb_pb2.TsoRequest.FromString(data)
         self._remember(data)
         return req.header.cluster_id, req.count
@@ -81,7 +82,7 @@ class RequestDecoder:
         if end > len(data):
             return
         header = pdpb_pb2.RequestHeader.FromString(data[2:end])
-        self._head, self._cluster_id = data[:end], header.cluster_id
+        self._known = (data[:end], header.cluster_id)
 
 
 def _field2(value: int) -> bytes:
